@@ -1,0 +1,186 @@
+"""The `Expert` protocol and the request/result types every expert speaks.
+
+Experts never import the gateway: the gateway reaches them only through this module
+and `experts.registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, runtime_checkable
+
+JSONValue: TypeAlias = (
+    str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn, reduced to what every expert understands."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Decoding parameters. `None` means "the expert's own default"."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+
+    def is_greedy(self) -> bool:
+        return self.temperature is None or self.temperature == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertRequest:
+    """What the gateway hands an expert.
+
+    `extra` holds request fields the gateway does not interpret (e.g. `response_format`,
+    `logprobs`); an OpenAI-compatible expert forwards them to its upstream untouched.
+    """
+
+    messages: tuple[Message, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    extra: Mapping[str, JSONValue] = field(default_factory=dict)
+    request_id: str = ""
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    # Anything else the upstream reported (e.g. `prompt_tokens_details`), kept verbatim.
+    details: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, JSONValue]:
+        body: dict[str, JSONValue] = dict(self.details)
+        body.update(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens,
+        )
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One step of an answer: some text, and on the last step the finish reason.
+
+    `usage` arrives at most once, on or after the step that carries `finish_reason`.
+    """
+
+    content: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertResult:
+    content: str
+    finish_reason: str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class Expert(Protocol):
+    """A specialist that answers chat requests.
+
+    `stream` is an async generator; closing it (``aclose``) must release whatever it holds
+    upstream. `complete` returns the whole answer at once.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    async def start(self) -> None:
+        """Load what the expert needs (weights, pools). Called once before first use."""
+        ...
+
+    async def complete(self, request: ExpertRequest) -> ExpertResult: ...
+
+    def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]: ...
+
+    async def health(self) -> Health: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def drain(stream: AsyncIterator[Delta]) -> ExpertResult:
+    """Collect a delta stream into one result (how non-streaming shares the stream path)."""
+    parts: list[str] = []
+    finish_reason = "stop"
+    usage: Usage | None = None
+    try:
+        async for delta in stream:
+            parts.append(delta.content)
+            if delta.finish_reason is not None:
+                finish_reason = delta.finish_reason
+            if delta.usage is not None:
+                usage = delta.usage
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return ExpertResult(content="".join(parts), finish_reason=finish_reason, usage=usage)
+
+
+# ---------------------------------------------------------------------------------------
+# Errors. The gateway maps these to HTTP statuses; experts raise nothing else on purpose.
+
+
+class ExpertError(Exception):
+    """An expert could not answer. Carries the expert's name for the error body."""
+
+    def __init__(self, expert: str, message: str) -> None:
+        super().__init__(message)
+        self.expert = expert
+        self.message = message
+
+
+class ExpertTimeout(ExpertError):
+    """The expert did not answer within its timeout."""
+
+
+class ExpertUnavailable(ExpertError):
+    """The expert could not be reached, or failed on its side (connect error, 5xx)."""
+
+
+class ExpertRejected(ExpertError):
+    """The expert refused the request as invalid (an upstream 4xx). The client's fault."""
+
+    def __init__(self, expert: str, message: str, status: int = 400) -> None:
+        super().__init__(expert, message)
+        self.status = status
+
+
+class ExpertDeclined(ExpertError):
+    """The request is not one this expert can handle (a tool found nothing to compute).
+
+    The gateway may try the expert's fallbacks.
+    """

@@ -1,0 +1,73 @@
+"""The configuration schema of each expert kind (pure data, pydantic v2).
+
+`gateway.config` composes these into the `experts:` list of the YAML file; the registry
+builds an expert from its spec. Keeping the specs here lets experts stay independent of
+the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+RESERVED_NAMES = frozenset({"auto"})
+
+
+class ExpertSpecBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(min_length=1)
+    examples: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    # A short verb phrase for clarification questions: "convert units", "do arithmetic".
+    ask: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"'{value}' is reserved for routing")
+        return value
+
+
+class OpenAISpec(ExpertSpecBase):
+    """A vLLM server, or any OpenAI-compatible chat completions server."""
+
+    kind: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://")
+    model: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(default=100, ge=1)
+
+
+class ToolSpec(ExpertSpecBase):
+    """A built-in API tool, evaluated in process."""
+
+    kind: Literal["tool"]
+    tool: Literal["calculator", "units"]
+    # Significant digits in answers.
+    precision: int = Field(default=6, ge=1, le=17)
+
+
+class LocalSpec(ExpertSpecBase):
+    """An in-process transformers causal LM."""
+
+    kind: Literal["local"]
+    # `builtin:SmolLM2-135M-Instruct`, or a directory holding a transformers model.
+    model: str = Field(min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_tokens: int = Field(default=256, ge=1)
+    context_tokens: int = Field(default=2048, ge=16)
+    system_prompt: str | None = None
+    threads: int | None = Field(default=None, ge=1)
+
+
+ExpertSpec = Annotated[OpenAISpec | ToolSpec | LocalSpec, Field(discriminator="kind")]

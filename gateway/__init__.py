@@ -1,0 +1,3 @@
+"""taskgate: a task-routing inference gateway."""
+
+__version__ = "0.1.0"
