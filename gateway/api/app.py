@@ -1,0 +1,133 @@
+"""The ASGI app: built by `create_app(settings)`, nothing at import time.
+
+The gateway starts in the background (loading models takes seconds): `/healthz` answers
+at once, `/readyz` turns 200 when routing and every expert are up, and chat requests
+before that get a 503 that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.api.middleware import BodyLimit, RequestIds
+from gateway.api.openai import router
+from gateway.api.sse import error_body
+from gateway.config import load_config
+from gateway.errors import GatewayError
+from gateway.service import Gateway, build_gateway
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(gateway: Gateway, max_body_bytes: int) -> FastAPI:
+    """The app around an already-constructed gateway; the lifespan starts and closes it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_start(app, gateway), name="gateway-start")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await gateway.aclose()
+
+    app = FastAPI(title="taskgate", lifespan=lifespan)
+    app.state.gateway = gateway
+    app.state.started_at = time.time()
+    app.state.startup_error = None
+    app.include_router(router)
+    _install_error_handlers(app)
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestIds)
+    return app
+
+
+async def _start(app: FastAPI, gateway: Gateway) -> None:
+    try:
+        await gateway.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        app.state.startup_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("gateway failed to start")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        level = logging.WARNING if exc.status >= 500 else logging.INFO
+        logger.log(level, "request failed", extra=_failure(request, exc.status, exc.code))
+        body = error_body(exc.message, exc.type, exc.code, exc.param)
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe_validation(exc)
+        logger.info("invalid request", extra=_failure(request, 400, "invalid_request"))
+        body = error_body(message, "invalid_request_error", "invalid_request", param)
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = error_body(str(exc.detail), "invalid_request_error", f"http_{exc.status_code}")
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra=_failure(request, 500, "internal"))
+        body = error_body("internal error", "server_error", "internal")
+        return JSONResponse(body, status_code=500)
+
+
+def _failure(request: Request, status: int, code: str | None) -> dict[str, object]:
+    return {
+        "request_id": getattr(request.state, "request_id", None),
+        "path": request.url.path,
+        "status": status,
+        "code": code,
+    }
+
+
+# pydantic names the union member that failed in the path (content.str, content.list[...]).
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[\w-]+\[.*\]|function-.*)$")
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    loc = [part for part in loc if not _UNION_TAG.match(part)]
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        message = "field required"
+    described = f"{param}: {message}" if param else message
+    if len(errors) > 1:
+        described += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return described, param
+
+
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Load the configured (or embedded default) config and build the whole app."""
+    config = load_config(settings.config_path, settings.env)
+    return build_app(build_gateway(config, settings.home), config.server.max_body_bytes)

@@ -1,0 +1,85 @@
+"""OpenAI-compatible routes: thin handlers that hand requests to the `Gateway`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api.auth import RequestContext, request_context
+from gateway.api.schemas import ChatCompletionRequest, RouteRequest
+from gateway.api.sse import chat_events, drain_reply, route_headers
+from gateway.service import AUTO, Gateway
+
+router = APIRouter()
+Context = Annotated[RequestContext, Depends(request_context)]
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, context: Context
+) -> Response:
+    call = body.to_call(context.tenant, context.request_id)
+    reply = await _gateway(request).handle(call)
+    headers = route_headers(reply.route)
+    if body.stream:
+        return StreamingResponse(
+            chat_events(reply, body.include_usage),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
+    return JSONResponse(await drain_reply(reply), headers=headers)
+
+
+@router.post("/v1/route")
+async def route(body: RouteRequest, request: Request, context: Context) -> JSONResponse:
+    info = await _gateway(request).route(body.to_call(context.tenant, context.request_id))
+    return JSONResponse({"route": info.to_json()}, headers=route_headers(info))
+
+
+@router.get("/v1/models")
+async def models(request: Request, context: Context) -> dict[str, object]:
+    created = int(request.app.state.started_at)
+    data: list[dict[str, object]] = [
+        {
+            "id": AUTO,
+            "object": "model",
+            "created": created,
+            "owned_by": "taskgate",
+            "description": "routes each request to the best expert",
+        }
+    ]
+    for name, kind, description in _gateway(request).expert_profiles():
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "taskgate",
+                "kind": kind,
+                "description": description,
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, object]:
+    return {"status": "ok", "time": time.time()}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(request: Request) -> JSONResponse:
+    gateway = _gateway(request)
+    failure: str | None = request.app.state.startup_error
+    if gateway.ready:
+        return JSONResponse({"status": "ready"})
+    status = "failed" if failure else "starting"
+    return JSONResponse({"status": status, "detail": failure}, status_code=503)

@@ -1,0 +1,126 @@
+"""OpenAI-compatible wire models, and their translation to the gateway's `ChatCall`.
+
+Requests accept fields we do not know: they travel to the expert in `extra`, so an
+OpenAI-compatible upstream sees what the client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.errors import InvalidRequest
+from gateway.service import AUTO, ChatCall, JSONValue, Message, Sampling
+
+MAX_STOP_SEQUENCES = 4
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        texts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise InvalidRequest(
+                    f"messages[{index}].content: only text parts are supported, got '{part.type}'",
+                    param=f"messages.{index}.content",
+                )
+            texts.append(part.text)
+        return "\n".join(texts)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default=AUTO, min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _stop_limit(self) -> ChatCompletionRequest:
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"stop: at most {MAX_STOP_SEQUENCES} sequences")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def to_call(self, tenant: str, request_id: str) -> ChatCall:
+        messages = tuple(
+            Message(role="system" if m.role == "developer" else m.role, content=m.text(i))
+            for i, m in enumerate(self.messages)
+        )
+        if not any(m.role == "user" and m.content.strip() for m in messages):
+            raise InvalidRequest("messages: need at least one non-empty user message",
+                                 param="messages")  # fmt: skip
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        sampling = Sampling(
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k if self.top_k not in (None, -1) else None,
+            stop=stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+        )
+        extra: dict[str, JSONValue] = dict(self.model_extra or {})
+        return ChatCall(self.model, messages, sampling, extra, tenant, request_id)
+
+
+class RouteRequest(BaseModel):
+    """`/v1/route`: a chat request's messages, or a bare `input` text."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default=AUTO, min_length=1)
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1)
+    input: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RouteRequest:
+        if (self.messages is None) == (self.input is None):
+            raise ValueError("give exactly one of 'messages' or 'input'")
+        return self
+
+    def to_call(self, tenant: str, request_id: str) -> ChatCall:
+        messages = self.messages or [ChatMessageIn(role="user", content=self.input)]
+        chat = ChatCompletionRequest(model=self.model, messages=messages)
+        return chat.to_call(tenant, request_id)

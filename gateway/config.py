@@ -1,0 +1,255 @@
+"""The YAML configuration: schema, `${ENV}` interpolation, and errors that name the line.
+
+One file configures everything; the embedded default ships inside the package as
+`gateway/default_config.yaml`. `load_config` never reads the environment itself: the
+caller hands in the variables to interpolate (only `gateway.settings` reads the env).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from experts.specs import ExpertSpec
+
+DEFAULT_CONFIG_NAME = "default_config.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # torch intra-op threads for embedding and in-process models; BLAS is pinned to 1.
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class ApiKey(_Section):
+    key: SecretStr
+    tenant: str = Field(min_length=1)
+
+
+class AuthConfig(_Section):
+    # Empty: no authentication, every request belongs to tenant "default".
+    keys: list[ApiKey] = Field(default_factory=list)
+
+
+class EmbedderConfig(_Section):
+    model: str = "builtin:all-MiniLM-L6-v2"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    batch_size: int = Field(default=64, ge=1)
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+    cache_size: int = Field(default=4096, ge=0)
+
+
+class MemoryConfig(_Section):
+    backend: Literal["local"] = "local"
+    clarification_ttl_s: float = Field(default=900.0, gt=0)
+    turn_ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=100_000, ge=1)
+
+
+class RouterConfig(_Section):
+    threshold: float = Field(default=0.45, ge=-1, le=1)
+    margin: float = Field(default=0.04, ge=0, le=2)
+    on_no_match: Literal["clarify", "fallback"] = "clarify"
+    fallback: str | None = None
+    aggregate: Literal["max", "mean_topk"] = "max"
+    top_k: int = Field(default=3, ge=1)
+    use_descriptions: bool = True
+    max_candidates: int = Field(default=3, ge=2)
+    followup_max_words: int = Field(default=12, ge=0)
+    # A clarification reply resolves by similarity when it is at least this close.
+    resolve_threshold: float = Field(default=0.25, ge=-1, le=1)
+
+    @model_validator(mode="after")
+    def _fallback_named(self) -> RouterConfig:
+        if self.on_no_match == "fallback" and not self.fallback:
+            raise ValueError("on_no_match: fallback needs router.fallback to name an expert")
+        return self
+
+
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    experts: list[ExpertSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Config:
+        names = [expert.name for expert in self.experts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"expert names must be unique; repeated: {', '.join(duplicates)}")
+        known = set(names)
+        if self.router.fallback is not None and self.router.fallback not in known:
+            raise ValueError(f"router.fallback '{self.router.fallback}' is not an expert")
+        for expert in self.experts:
+            missing = [name for name in expert.fallbacks if name not in known]
+            if missing:
+                raise ValueError(
+                    f"expert '{expert.name}' has unknown fallbacks: {', '.join(missing)}"
+                )
+        return self
+
+    def expert(self, name: str) -> ExpertSpec | None:
+        return next((spec for spec in self.experts if spec.name == name), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Errors that say where.
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    path: str  # dotted, e.g. "experts.1.base_url"; "" for the whole document
+    message: str
+    line: int | None = None  # 1-based
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line is not None else source
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = tuple(issues)
+        super().__init__("\n".join(issue.render(source) for issue in self.issues))
+
+
+# ---------------------------------------------------------------------------------------
+# Loading.
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_Loc = tuple[str | int, ...]
+
+
+def default_config_text() -> str:
+    return resources.files("gateway").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+
+
+def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
+    """Load `path`, or the embedded default when `path` is None."""
+    if path is None:
+        return parse_config(default_config_text(), f"<embedded {DEFAULT_CONFIG_NAME}>", env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc.strerror}")]) from exc
+    return parse_config(text, str(path), env)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [ConfigIssue("", f"invalid YAML: {problem}", line)]) from exc
+    if not isinstance(data, dict) or root is None:
+        raise ConfigError(source, [ConfigIssue("", "the document must be a mapping", 1)])
+    issues: list[ConfigIssue] = []
+    data = _interpolate(data, (), env, issues, root)
+    if issues:
+        raise ConfigError(source, issues)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues_from(exc, root)) from exc
+
+
+def _interpolate(
+    value: object, loc: _Loc, env: Mapping[str, str], issues: list[ConfigIssue], root: yaml.Node
+) -> object:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, str(k)), env, issues, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), env, issues, root) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        issues.append(
+            ConfigIssue(_dotted(loc), f"environment variable {name} is not set", _line(root, loc))
+        )
+        return ""
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def _issues_from(exc: ValidationError, root: yaml.Node) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = _strip_union_tags(tuple(error["loc"]), root)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "union_tag_invalid":
+            message = f"unknown kind; expected one of {error['ctx']['expected_tags']}"
+        elif error["type"] == "union_tag_not_found":
+            message = "missing 'kind'"
+        issues.append(ConfigIssue(_dotted(loc), message, _line(root, loc)))
+    return issues
+
+
+def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
+    """Drop the discriminator values pydantic puts in error paths (experts.1.openai.x)."""
+    out: list[str | int] = []
+    node: yaml.Node | None = root
+    for part in loc:
+        child = _child(node, part) if node is not None else None
+        if child is None and node is not None and _child(node, "kind") is not None:
+            kind = _child(node, "kind")
+            if isinstance(kind, yaml.ScalarNode) and kind.value == part:
+                continue
+        out.append(part)
+        node = child
+    return tuple(out)
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                found: yaml.Node = value
+                return found
+    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+        items: list[yaml.Node] = node.value
+        return items[part] if 0 <= part < len(items) else None
+    return None
+
+
+def _line(root: yaml.Node, loc: _Loc) -> int | None:
+    """The line of the deepest node on `loc` that exists in the document."""
+    node = root
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+    return node.start_mark.line + 1
+
+
+def _dotted(loc: _Loc) -> str:
+    return ".".join(str(part) for part in loc)

@@ -1,0 +1,202 @@
+"""From a conversation to a routing decision.
+
+The routing text is the last user turn. Two kinds of turn get more than that:
+
+* the answer to a clarification question the gateway asked: it resolves the pending
+  question (by expert name, ordinal, or similarity) and dispatches the *original* request;
+* a short follow-up ("and in kilometres?") that does not route on its own: it is routed
+  with the previous user turn as context, and the expert that answered before wins a tie.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from gateway.memory.pending import ConversationMemory, PendingClarification, conversation_key
+from gateway.routing.clarify import resolve_by_name, resolve_by_ordinal
+from gateway.routing.embedder import Embedder
+from gateway.routing.router import Clarify, Decision, Dispatch, Router
+
+logger = logging.getLogger(__name__)
+
+Resolution = Literal["name", "ordinal", "similarity"]
+
+
+class ChatTurn(Protocol):
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    last_user: str
+    # The assistant turn just before the last user turn, and the user turn before that.
+    previous_assistant: str | None
+    previous_user: str | None
+    # Index of the previous user turn in the messages (the original request of a clarification).
+    previous_user_index: int | None
+
+
+def read_turns(messages: Sequence[ChatTurn]) -> Turns:
+    last = len(messages) - 1
+    while last >= 0 and messages[last].role != "user":
+        last -= 1
+    if last < 0:
+        raise ValueError("the conversation has no user turn")
+    assistant = last - 1 if last >= 1 and messages[last - 1].role == "assistant" else None
+    previous = next(
+        (i for i in range(last - 1, -1, -1) if messages[i].role == "user"), None
+    )
+    return Turns(
+        last_user=messages[last].content,
+        previous_assistant=messages[assistant].content if assistant is not None else None,
+        previous_user=messages[previous].content if previous is not None else None,
+        previous_user_index=previous,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOptions:
+    followup_max_words: int = 12
+    resolve_threshold: float = 0.25
+    clarification_ttl_s: float = 900.0
+    turn_ttl_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    decision: Decision
+    routing_text: str
+    # How many leading messages the expert gets (a resolved clarification drops the
+    # question and the answer, so the expert sees the original request).
+    keep_messages: int
+    resolved: Resolution | None = None
+    followup: bool = False
+
+
+class ConversationRouter:
+    def __init__(
+        self,
+        embedder: Embedder,
+        router: Callable[[], Router],
+        memory: ConversationMemory,
+        options: RoutingOptions,
+    ) -> None:
+        self._embedder = embedder
+        self._router = router
+        self._memory = memory
+        self._options = options
+
+    async def route(
+        self, messages: Sequence[ChatTurn], tenant: str, *, remember: bool = True
+    ) -> Routed:
+        """Decide for the conversation; with `remember`, a Clarify is stored as pending."""
+        router = self._router()
+        turns = read_turns(messages)
+        resolved = await self._resolve_clarification(router, turns, tenant, remember)
+        if resolved is not None:
+            return resolved
+        routed = await self._route_text(router, turns, len(messages), tenant)
+        if remember and isinstance(routed.decision, Clarify):
+            await self._remember_question(tenant, routed.decision, turns.last_user)
+        return routed
+
+    async def remember_answer(self, tenant: str, answer: str, expert: str) -> None:
+        """Record which expert gave `answer`, so a follow-up can prefer it."""
+        if answer.strip():
+            key = conversation_key("turn", answer)
+            await self._memory.put_turn(tenant, key, expert, self._options.turn_ttl_s)
+
+    async def _route_text(
+        self, router: Router, turns: Turns, n_messages: int, tenant: str
+    ) -> Routed:
+        vector = (await self._embedder.embed([turns.last_user]))[0]
+        decision = router.decide(vector)
+        routed = Routed(decision, turns.last_user, n_messages)
+        if isinstance(decision, Dispatch) or not self._is_followup(turns):
+            return routed
+        assert turns.previous_user is not None
+        previous_expert = await self._previous_expert(router, turns, tenant)
+        context = f"{turns.previous_user}\n{turns.last_user}"
+        context_vector = (await self._embedder.embed([context]))[0]
+        with_context = router.decide(context_vector, prefer=previous_expert)
+        if isinstance(with_context, Dispatch):
+            return Routed(
+                replace(with_context, reason=f"followup_{with_context.reason}"),
+                context,
+                n_messages,
+                followup=True,
+            )
+        return routed
+
+    def _is_followup(self, turns: Turns) -> bool:
+        return (
+            turns.previous_user is not None
+            and len(turns.last_user.split()) <= self._options.followup_max_words
+        )
+
+    async def _previous_expert(self, router: Router, turns: Turns, tenant: str) -> str | None:
+        """Who answered the previous turn: remembered, else where that turn routes."""
+        if turns.previous_assistant:
+            key = conversation_key("turn", turns.previous_assistant)
+            remembered = await self._memory.get_turn(tenant, key)
+            if remembered is not None and remembered in router.profiles:
+                return remembered
+        assert turns.previous_user is not None
+        vector = (await self._embedder.embed([turns.previous_user]))[0]
+        decision = router.decide(vector)
+        return decision.expert if isinstance(decision, Dispatch) else None
+
+    async def _remember_question(self, tenant: str, decision: Clarify, asked_about: str) -> None:
+        pending = PendingClarification(
+            decision.question, decision.options, decision.reason, time.time()
+        )
+        key = conversation_key("clarify", asked_about, decision.question)
+        await self._memory.put_clarification(
+            tenant, key, pending, self._options.clarification_ttl_s
+        )
+
+    async def _resolve_clarification(
+        self, router: Router, turns: Turns, tenant: str, remember: bool
+    ) -> Routed | None:
+        if turns.previous_assistant is None or turns.previous_user is None:
+            return None
+        key = conversation_key("clarify", turns.previous_user, turns.previous_assistant)
+        pending = await self._memory.get_clarification(tenant, key)
+        if pending is None:
+            return None
+        options = [name for name in pending.options if name in router.profiles]
+        choice, how = await self._resolve_reply(router, turns.last_user, options)
+        if choice is None or how is None:
+            logger.info("clarification reply did not resolve", extra={"action": "unresolved"})
+            return None
+        if remember:
+            await self._memory.drop_clarification(tenant, key)
+        vector = (await self._embedder.embed([turns.previous_user]))[0]
+        ranked = router.rank(vector)
+        score = next((c.score for c in ranked if c.expert == choice), 0.0)
+        decision = Dispatch(choice, score, 0.0, ranked, reason=f"clarified_by_{how}")
+        assert turns.previous_user_index is not None
+        return Routed(
+            decision, turns.previous_user, turns.previous_user_index + 1, resolved=how
+        )
+
+    async def _resolve_reply(
+        self, router: Router, reply: str, options: Sequence[str]
+    ) -> tuple[str | None, Resolution | None]:
+        named = resolve_by_name(reply, options, list(router.profiles))
+        if named is not None:
+            return named, "name"
+        ordinal = resolve_by_ordinal(reply, options)
+        if ordinal is not None:
+            return ordinal, "ordinal"
+        vector = (await self._embedder.embed([reply]))[0]
+        similar = router.closest_profile(vector, options, self._options.resolve_threshold)
+        return (similar, "similarity") if similar is not None else (None, None)

