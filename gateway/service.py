@@ -373,7 +373,6 @@ async def close_stream(stream: AsyncIterator[Delta]) -> None:
         await aclose()
 
 
-
 def build_gateway(config: Config, home: Path) -> Gateway:
     """Construct the gateway and its collaborators for `config` (nothing starts yet)."""
     embedder = SentenceTransformerEmbedder(

@@ -125,8 +125,6 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return described, param
 
 
-
-
 def create_app(settings: Settings) -> FastAPI:
     """Load the configured (or embedded default) config and build the whole app."""
     config = load_config(settings.config_path, settings.env)

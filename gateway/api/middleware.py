@@ -74,7 +74,14 @@ class BodyLimit:
     async def _refuse(self, send: Send) -> None:
         error = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
         body = json.dumps(
-            {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
+            {
+                "error": {
+                    "message": error.message,
+                    "type": error.type,
+                    "param": None,
+                    "code": error.code,
+                }
+            }
         ).encode()
         await send(
             {

@@ -125,4 +125,3 @@ def _chunk(
     if route:
         body["route"] = reply.route.to_json()
     return body
-

@@ -51,9 +51,7 @@ def read_turns(messages: Sequence[ChatTurn]) -> Turns:
     if last < 0:
         raise ValueError("the conversation has no user turn")
     assistant = last - 1 if last >= 1 and messages[last - 1].role == "assistant" else None
-    previous = next(
-        (i for i in range(last - 1, -1, -1) if messages[i].role == "user"), None
-    )
+    previous = next((i for i in range(last - 1, -1, -1) if messages[i].role == "user"), None)
     return Turns(
         last_user=messages[last].content,
         previous_assistant=messages[assistant].content if assistant is not None else None,
@@ -184,9 +182,7 @@ class ConversationRouter:
         score = next((c.score for c in ranked if c.expert == choice), 0.0)
         decision = Dispatch(choice, score, 0.0, ranked, reason=f"clarified_by_{how}")
         assert turns.previous_user_index is not None
-        return Routed(
-            decision, turns.previous_user, turns.previous_user_index + 1, resolved=how
-        )
+        return Routed(decision, turns.previous_user, turns.previous_user_index + 1, resolved=how)
 
     async def _resolve_reply(
         self, router: Router, reply: str, options: Sequence[str]

@@ -195,4 +195,3 @@ class SentenceTransformerEmbedder:
             texts, batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False
         )
         return normalise(np.asarray(raw))
-

@@ -48,9 +48,11 @@ def make_experts() -> dict[str, ScriptedExpert]:
         "picky": ScriptedExpert("picky", error=ExpertDeclined("picky", "nothing to compute")),
         "lonely": ScriptedExpert("lonely", error=ExpertDeclined("lonely", "nothing to compute")),
         "midfail": ScriptedExpert(
-            "midfail", ["part one", "part two"],
-            error=ExpertUnavailable("midfail", "upstream dropped"), fail_after=1,
-        ),  # fmt: skip
+            "midfail",
+            ["part one", "part two"],
+            error=ExpertUnavailable("midfail", "upstream dropped"),
+            fail_after=1,
+        ),
         "strict": ScriptedExpert("strict", error=ExpertRejected("strict", "max_tokens too big")),
     }
 

@@ -45,9 +45,13 @@ def test_streamed_answer_arrives_in_pieces_with_route_and_usage(served: Served) 
     )
     chunks = list(stream)
     assert route_of(chunks[0])["expert"] == "general"
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert pieces == ["Why did", " the chicken", " cross?"]
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 6
@@ -162,7 +166,9 @@ def error_of(response: object) -> dict[str, object]:
 
 def test_malformed_json_is_a_400(served: Served) -> None:
     response = served.http.post(
-        "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}
+        "/v1/chat/completions",
+        content=b'{"messages": [',
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 400
     assert error_of(response)["message"] == "the request body is not valid JSON"
@@ -220,7 +226,8 @@ def test_oversized_body_is_a_413(served: Served) -> None:
 
 def test_failing_expert_is_a_502_naming_it(served: Served) -> None:
     response = served.http.post(
-        "/v1/chat/completions", json={"model": "broken", "messages": [{"role": "user", "content": "x"}]}
+        "/v1/chat/completions",
+        json={"model": "broken", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 502
     error = error_of(response)
@@ -229,7 +236,8 @@ def test_failing_expert_is_a_502_naming_it(served: Served) -> None:
 
 def test_slow_expert_is_a_504_naming_it(served: Served) -> None:
     response = served.http.post(
-        "/v1/chat/completions", json={"model": "slow", "messages": [{"role": "user", "content": "x"}]}
+        "/v1/chat/completions",
+        json={"model": "slow", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 504
     assert "expert 'slow' timed out" in str(error_of(response)["message"])
@@ -238,7 +246,8 @@ def test_slow_expert_is_a_504_naming_it(served: Served) -> None:
 
 def test_declined_without_fallback_is_a_422(served: Served) -> None:
     response = served.http.post(
-        "/v1/chat/completions", json={"model": "lonely", "messages": [{"role": "user", "content": "x"}]}
+        "/v1/chat/completions",
+        json={"model": "lonely", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 422
     assert "cannot answer" in str(error_of(response)["message"])
@@ -246,10 +255,13 @@ def test_declined_without_fallback_is_a_422(served: Served) -> None:
 
 def test_upstream_rejection_is_a_400_naming_the_expert(served: Served) -> None:
     response = served.http.post(
-        "/v1/chat/completions", json={"model": "strict", "messages": [{"role": "user", "content": "x"}]}
+        "/v1/chat/completions",
+        json={"model": "strict", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 400
-    assert "expert 'strict' rejected the request: max_tokens too big" == error_of(response)["message"]
+    assert (
+        error_of(response)["message"] == "expert 'strict' rejected the request: max_tokens too big"
+    )
 
 
 def test_failure_mid_stream_becomes_one_error_event_then_done(served: Served) -> None:

@@ -18,7 +18,11 @@ PROFILES = {
     "units": ExpertProfile("units", "measurements", "convert units"),
     "general": ExpertProfile("general", "conversation"),
 }
-EXAMPLES = {"calculator": ["compute", "percent"], "units": ["convert", "miles"], "general": ["joke"]}
+EXAMPLES = {
+    "calculator": ["compute", "percent"],
+    "units": ["convert", "miles"],
+    "general": ["joke"],
+}
 AMBIGUOUS = "compute convert"
 
 
