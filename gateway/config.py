@@ -214,17 +214,21 @@ def _issues_from(exc: ValidationError, root: yaml.Node) -> list[ConfigIssue]:
 
 
 def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
-    """Drop the discriminator values pydantic puts in error paths (experts.1.openai.x)."""
+    """Drop the discriminator values pydantic puts in error paths (experts.1.openai.x).
+
+    The tag follows the position of the union, so it is dropped where the mapping at that
+    position has a `kind` equal to it (even when a field has the same name, as `tool` does).
+    """
     out: list[str | int] = []
     node: yaml.Node | None = root
+    tagged: yaml.Node | None = None
     for part in loc:
-        child = _child(node, part) if node is not None else None
-        if child is None and node is not None and _child(node, "kind") is not None:
-            kind = _child(node, "kind")
-            if isinstance(kind, yaml.ScalarNode) and kind.value == part:
-                continue
+        kind = _child(node, "kind") if node is not None else None
+        if node is not tagged and isinstance(kind, yaml.ScalarNode) and kind.value == part:
+            tagged = node
+            continue
         out.append(part)
-        node = child
+        node = _child(node, part) if node is not None else None
     return tuple(out)
 
 
