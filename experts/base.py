@@ -155,7 +155,10 @@ async def drain(stream: AsyncIterator[Delta]) -> ExpertResult:
 
 
 class ExpertError(Exception):
-    """An expert could not answer. Carries the expert's name for the error body."""
+    """An expert could not answer. Carries the expert's name for the error body.
+
+    `message` says what went wrong without naming the expert; the gateway adds the name.
+    """
 
     def __init__(self, expert: str, message: str) -> None:
         super().__init__(message)

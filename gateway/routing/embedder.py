@@ -98,6 +98,9 @@ class SentenceTransformerEmbedder:
         self._dim = 0
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
+        # Counters for metrics and tests: model calls, and texts encoded.
+        self.batches = 0
+        self.encoded = 0
 
     @property
     def dim(self) -> int:
@@ -175,6 +178,8 @@ class SentenceTransformerEmbedder:
 
     async def _encode_jobs(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
+        self.batches += 1
+        self.encoded += len(texts)
         try:
             vectors = await anyio.to_thread.run_sync(self._encode, texts)
         except Exception as exc:  # hand the failure to every waiting request

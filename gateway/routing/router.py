@@ -141,6 +141,7 @@ class Router:
         preferred = next((c for c in ranked if c.expert == prefer), None)
         if (
             preferred is not None
+            and preferred.expert != best.expert
             and preferred.score >= policy.threshold
             and best.score - preferred.score < policy.margin
         ):

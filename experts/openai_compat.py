@@ -1,0 +1,393 @@
+"""An expert served by vLLM or any OpenAI-compatible chat completions server.
+
+One pooled `httpx.AsyncClient` per expert. Streaming passes the upstream's chunks through one
+by one. Connection failures (and 502/503/504 answers) are retried with exponential backoff
+and jitter until a response is open; nothing is retried once a stream has started. httpx's
+exceptions and the upstream's error statuses become `ExpertError`s here, at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Final
+
+import anyio
+import httpx
+
+from experts.base import (
+    Delta,
+    ExpertError,
+    ExpertRejected,
+    ExpertRequest,
+    ExpertResult,
+    ExpertTimeout,
+    ExpertUnavailable,
+    Health,
+    JSONValue,
+    Usage,
+)
+from experts.specs import OpenAISpec
+
+logger = logging.getLogger(__name__)
+
+JSONObject = dict[str, JSONValue]
+
+# Request keys the expert sets itself; `ExpertRequest.extra` cannot override them.
+OWNED_KEYS: Final = frozenset({"model", "messages", "stream", "stream_options"})
+RETRY_STATUSES: Final = frozenset({502, 503, 504})
+USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
+HEALTH_TIMEOUT_S: Final = 5.0
+MAX_BACKOFF_S: Final = 5.0
+ERROR_SNIPPET_CHARS: Final = 200
+
+
+class MalformedUpstream(ValueError):
+    """The upstream's answer cannot be used: not an OpenAI chat completion, or an error event."""
+
+
+class OpenAIExpert:
+    """A chat expert behind an OpenAI-compatible HTTP API (`/chat/completions`, `/models`).
+
+    `transport` replaces httpx's network transport (tests pass an `httpx.MockTransport`).
+    `retry_backoff_s` is the first retry's nominal delay; each further retry doubles it.
+    """
+
+    def __init__(
+        self,
+        spec: OpenAISpec,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        retry_backoff_s: float = 0.25,
+    ) -> None:
+        self._spec = spec
+        self._transport = transport
+        self._retry_backoff_s = retry_backoff_s
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def kind(self) -> str:
+        return "openai"
+
+    async def start(self) -> None:
+        self._ensure_client()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def complete(self, request: ExpertRequest) -> ExpertResult:
+        response = await self._open(self._body(request, stream=False), request.request_id)
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            await _close(response)
+        try:
+            return _parse_completion(raw)
+        except MalformedUpstream as exc:
+            raise self._malformed(exc) from exc
+
+    async def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]:
+        response = await self._open(self._body(request, stream=True), request.request_id)
+        decoder = SSEDecoder()
+        finished = False
+        try:
+            async for line in response.aiter_lines():
+                data = decoder.feed(line)
+                if data is None or not data.strip():
+                    continue
+                if data.strip() == "[DONE]":
+                    break
+                delta = _parse_chunk(data)
+                if delta is not None:
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        except MalformedUpstream as exc:
+            raise self._malformed(exc) from exc
+        finally:
+            await _close(response)
+        if not finished:
+            raise ExpertUnavailable(self.name, "upstream stream ended early")
+
+    async def health(self) -> Health:
+        client = self._ensure_client()
+        timeout = httpx.Timeout(
+            min(self._spec.timeout_s, HEALTH_TIMEOUT_S), connect=self._spec.connect_timeout_s
+        )
+        try:
+            response = await client.get("models", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return Health(ok=False, detail=f"{type(exc).__name__}: {exc}")
+        if response.status_code != 200:
+            return Health(ok=False, detail=f"GET /models returned {response.status_code}")
+        try:
+            listed = _parse_model_ids(response.content)
+        except MalformedUpstream as exc:
+            return Health(ok=False, detail=f"GET /models: {exc}")
+        if self._spec.model not in listed:
+            served = ", ".join(sorted(listed)) or "none"
+            return Health(ok=False, detail=f"model '{self._spec.model}' not served (has: {served})")
+        return Health(ok=True, detail=f"model '{self._spec.model}' served")
+
+    # -- request ---------------------------------------------------------------------------
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            spec = self._spec
+            headers = dict(spec.headers)
+            if spec.api_key is not None:
+                headers["Authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
+            self._client = httpx.AsyncClient(
+                base_url=spec.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+                limits=httpx.Limits(
+                    max_connections=spec.max_connections,
+                    max_keepalive_connections=spec.max_connections,
+                ),
+                transport=self._transport,
+            )
+        return self._client
+
+    def _body(self, request: ExpertRequest, *, stream: bool) -> JSONObject:
+        body: JSONObject = {k: v for k, v in request.extra.items() if k not in OWNED_KEYS}
+        body.update(_sampling_params(request))
+        body["model"] = self._spec.model
+        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def _open(self, body: JSONObject, request_id: str) -> httpx.Response:
+        """POST the body and return the open (unread) 2xx response, retrying what is safe."""
+        client = self._ensure_client()
+        headers = {"X-Request-Id": request_id} if request_id else None
+        attempt = 0
+        while True:
+            try:
+                outgoing = client.build_request(
+                    "POST", "chat/completions", json=body, headers=headers
+                )
+                response = await client.send(outgoing, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt >= self._spec.max_retries:
+                    raise self._transport_error(exc, attempts=attempt + 1) from exc
+                retry_reason = type(exc).__name__
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                if response.status_code not in RETRY_STATUSES or attempt >= self._spec.max_retries:
+                    raise await self._status_error(response)
+                await _close(response)
+                retry_reason = f"status {response.status_code}"
+            attempt += 1
+            await self._backoff(attempt, retry_reason)
+
+    async def _backoff(self, attempt: int, reason: str) -> None:
+        nominal = min(self._retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+        delay = random.uniform(nominal / 2, nominal)
+        logger.warning(
+            "retrying upstream",
+            extra={"expert": self.name, "action": "retry", "attempt": attempt, "reason": reason},
+        )
+        await anyio.sleep(delay)
+
+    # -- response --------------------------------------------------------------------------
+
+    async def _status_error(self, response: httpx.Response) -> ExpertError:
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError:
+            raw = b""
+        finally:
+            await _close(response)
+        status = response.status_code
+        message = _error_message(raw)
+        if 400 <= status < 500:
+            return ExpertRejected(self.name, message, status=status)
+        return ExpertUnavailable(self.name, f"upstream returned {status}: {message}")
+
+    def _transport_error(self, exc: httpx.HTTPError, attempts: int = 1) -> ExpertError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        prefix = f"upstream {self._spec.base_url}"
+        if isinstance(exc, httpx.TimeoutException):
+            return ExpertTimeout(self.name, f"{prefix} timed out{tries} ({what})")
+        return ExpertUnavailable(self.name, f"{prefix} failed{tries} ({what})")
+
+    def _malformed(self, exc: MalformedUpstream) -> ExpertUnavailable:
+        return ExpertUnavailable(self.name, f"unusable upstream answer: {exc}")
+
+
+async def _close(response: httpx.Response) -> None:
+    """Release the upstream response, also while the caller is being cancelled."""
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
+def _sampling_params(request: ExpertRequest) -> JSONObject:
+    """The request's decoding parameters that are set, as OpenAI (and vLLM) body fields."""
+    sampling = request.sampling
+    params: JSONObject = {}
+    optional: dict[str, int | float | None] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": sampling.seed,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        # vLLM extensions: only sent when asked for, so plain OpenAI servers are not confused.
+        "top_k": sampling.top_k,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    params.update({key: value for key, value in optional.items() if value is not None})
+    if sampling.stop:
+        params["stop"] = list(sampling.stop)
+    return params
+
+
+class SSEDecoder:
+    """Server-sent events, one line at a time: returns an event's data when it is complete.
+
+    Follows the SSE framing rules: `data:` lines accumulate (joined by newlines), a blank line
+    ends the event, lines starting with `:` are comments, other fields are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        if not line:
+            if not self._data:
+                return None
+            data, self._data = "\n".join(self._data), []
+            return data
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+
+def _parse_completion(raw: bytes) -> ExpertResult:
+    body = _load_object(raw)
+    choice = _first_choice(body)
+    message = _as_object(choice.get("message"), "choices[0].message")
+    content = message.get("content")
+    finish_reason = choice.get("finish_reason")
+    return ExpertResult(
+        content=content if isinstance(content, str) else "",
+        finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
+        usage=_parse_usage(body.get("usage")),
+    )
+
+
+def _parse_chunk(data: str) -> Delta | None:
+    """One streamed chunk as a `Delta`, or None when it carries nothing we pass on."""
+    chunk = _load_object(data)
+    if "error" in chunk:
+        raise MalformedUpstream(f"upstream error event in stream: {_error_text(chunk)}")
+    usage = _parse_usage(chunk.get("usage"))
+    content = ""
+    finish_reason: str | None = None
+    choices = chunk.get("choices")
+    if choices:
+        choice = _first_choice(chunk)
+        delta = _as_object(choice.get("delta", {}), "choices[0].delta")
+        text = delta.get("content")
+        content = text if isinstance(text, str) else ""
+        reason = choice.get("finish_reason")
+        finish_reason = reason if isinstance(reason, str) else None
+    if not content and finish_reason is None and usage is None:
+        return None
+    return Delta(content=content, finish_reason=finish_reason, usage=usage)
+
+
+def _parse_usage(value: JSONValue) -> Usage | None:
+    if value is None:
+        return None
+    usage = _as_object(value, "usage")
+    prompt, completion, total = (_count(usage, key) for key in USAGE_KEYS)
+    if prompt is None or completion is None:
+        raise MalformedUpstream(f"usage without token counts: {usage}")
+    details = {k: v for k, v in usage.items() if k not in USAGE_KEYS and v is not None}
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total if total is not None else prompt + completion,
+        details=details,
+    )
+
+
+def _count(usage: JSONObject, key: str) -> int | None:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parse_model_ids(raw: bytes) -> set[str]:
+    data = _load_object(raw).get("data")
+    if not isinstance(data, list):
+        raise MalformedUpstream("no 'data' list")
+    return {str(_as_object(item, "data[]").get("id")) for item in data}
+
+
+def _first_choice(body: JSONObject) -> JSONObject:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedUpstream("no choices")
+    for choice in choices:
+        if _as_object(choice, "choices[]").get("index", 0) == 0:
+            return _as_object(choice, "choices[]")
+    return _as_object(choices[0], "choices[0]")
+
+
+def _load_object(raw: bytes | str) -> JSONObject:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedUpstream(f"not JSON: {_snippet(raw)!r}") from exc
+    return _as_object(value, "body")
+
+
+def _as_object(value: object, where: str) -> JSONObject:
+    if not isinstance(value, dict):
+        raise MalformedUpstream(f"{where} is not an object")
+    return value
+
+
+def _error_message(raw: bytes) -> str:
+    """The upstream's `error.message` (OpenAI and vLLM shapes), else a piece of the body."""
+    try:
+        return _error_text(_load_object(raw))
+    except MalformedUpstream:
+        return _snippet(raw) or "(empty body)"
+
+
+def _error_text(body: JSONObject) -> str:
+    error = body.get("error", body)
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return _snippet(json.dumps(body))
+
+
+def _snippet(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_SNIPPET_CHARS else text[:ERROR_SNIPPET_CHARS] + "..."

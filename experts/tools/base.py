@@ -1,0 +1,59 @@
+"""The tool interface: one small protocol every built-in API tool implements.
+
+A tool reads the user's text and answers with one line of text. It says "this is not for
+me" by raising `NothingToCompute`, and "this is for me but cannot be done" (division by
+zero, an unknown unit, a number too large) by raising `ToolInputError`. `ToolExpert`
+translates the two into `ExpertDeclined` and `ExpertRejected`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+# Longer messages are not questions for a tool; refusing them up front keeps every
+# regular expression and parser below linear in practice.
+MAX_TEXT_CHARS = 2000
+
+
+class ToolError(Exception):
+    """A tool could not answer. The message is shown to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NothingToCompute(ToolError):
+    """The text holds nothing this tool understands (the gateway may try a fallback)."""
+
+
+class ToolInputError(ToolError):
+    """The text asks this tool for something it cannot do (the client's fault)."""
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A built-in API tool, TaskMatrix-style: a name and one text-in, text-out call.
+
+    `run` is async so that tools calling out (an HTTP API) fit the same seam; pure
+    computations simply do their small amount of work inline. `start` loads what the tool
+    needs and `aclose` releases it; `run` must also work when `start` was not called.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def run(self, text: str) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_length(text: str, tool: str) -> None:
+    """Refuse messages too long to be a question for `tool`, before any parsing."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise NothingToCompute(
+            f"the message is too long for the {tool} ({len(text)} characters; "
+            f"at most {MAX_TEXT_CHARS})"
+        )

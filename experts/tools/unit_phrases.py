@@ -1,0 +1,112 @@
+"""Reading unit conversions out of plain words, before pint sees anything.
+
+Two phrasings are understood, clause by clause:
+
+- "<number> <unit> to|in|into|as <unit>": "convert 5 miles to km", "what is 3 feet in
+  meters", "100 fahrenheit in celsius"; "a mile to km" and "convert miles to km" mean 1.
+- "how many|much <unit> (are there) in|per <number|a|an|one> <unit>": "how many ounces in
+  2 kg", "how many seconds in a day".
+
+Only candidate triples come out of here; which unit names are real is pint's business.
+Every pattern is free of nested repetition and clauses are capped in length, so the work
+stays small for any input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+EXPECTED = "expected a conversion such as 'convert 5 miles to km' or 'how many ounces in 2 kg'"
+MAX_CLAUSE_CHARS = 200
+MAX_CONVERSIONS = 10
+
+_NUMBER = (
+    r"[-+]?(?:\d+\s*/\s*\d+|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:e[-+]?\d{1,3})?(?![\d,.])"
+)
+# A unit: starts with a letter; digits only as exponents ("m^2", "m**-1", "km²").
+_UNIT = re.compile(r"(?:[^\W\d_]|[°µμ])(?:[^\W\d]|[°µμ/*^.\s]|(?<=[\^*])-?\d)*")
+_CLAUSES = re.compile(r"[;?!\n]+|[,.](?=\s|$)")
+_POLITE = re.compile(r"(?:\s+(?:please|pls|thanks|thank\s+you))+$", re.IGNORECASE)
+_TO = re.compile(r"\s+(?:to|into|in|as)(?=\s)", re.IGNORECASE)
+_FROM = re.compile(
+    rf"(?P<value>{_NUMBER})|\b(?P<one>a|an|one)\b|\b(?P<verb>convert|change|turn)\b",
+    re.IGNORECASE,
+)
+_HOW_MANY = re.compile(r"\bhow\s+(?:many|much)\s+", re.IGNORECASE)
+_IN = re.compile(r"\s+(?:(?:are|is)\s+(?:there\s+)?)?(?:in|per)(?=\s)", re.IGNORECASE)
+_AMOUNT = re.compile(
+    rf"(?:(?P<value>{_NUMBER})\s*|(?:a|an|one)\s+)?(?P<unit>.+)", re.IGNORECASE | re.DOTALL
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """One candidate: convert `value` `source` units into `target` units."""
+
+    value: Fraction
+    source: str
+    target: str
+
+
+def find_conversions(text: str) -> list[Conversion]:
+    """Every candidate conversion in `text`, most specific phrasing first."""
+    found: list[Conversion] = []
+    for raw in _CLAUSES.split(text):
+        clause = _POLITE.sub("", raw.strip())
+        if not clause or len(clause) > MAX_CLAUSE_CHARS:
+            continue
+        found.extend(_how_many(clause))
+        found.extend(_value_to_unit(clause))
+        if len(found) >= MAX_CONVERSIONS:
+            break
+    return found[:MAX_CONVERSIONS]
+
+
+def _how_many(clause: str) -> Iterator[Conversion]:
+    keyword = _HOW_MANY.search(clause)
+    if keyword is None:
+        return
+    rest = clause[keyword.end() :]
+    for link in _IN.finditer(rest):
+        target = rest[: link.start()].strip()
+        amount = _AMOUNT.fullmatch(rest[link.end() :].strip())
+        if amount is None or not _is_unit(target):
+            continue
+        source = amount.group("unit").strip()
+        value = _value(amount.group("value"))
+        if value is not None and _is_unit(source):
+            yield Conversion(value, source, target)
+
+
+def _value_to_unit(clause: str) -> Iterator[Conversion]:
+    for link in _TO.finditer(clause):
+        target = clause[link.end() :].strip()
+        if not _is_unit(target):
+            continue
+        left = clause[: link.start()]
+        for start in reversed(list(_FROM.finditer(left))):
+            source = left[start.end() :].strip()
+            if not _is_unit(source):
+                continue
+            value = _value(start.group("value"))
+            if value is not None:
+                yield Conversion(value, source, target)
+            break
+
+
+def _is_unit(text: str) -> bool:
+    return bool(text) and _UNIT.fullmatch(text) is not None
+
+
+def _value(text: str | None) -> Fraction | None:
+    """The number as written (1 when there is none); None when it is not usable."""
+    if text is None:
+        return Fraction(1)
+    try:
+        return Fraction(text.replace(",", "").replace(" ", ""))
+    except (ValueError, ZeroDivisionError):
+        return None

@@ -1,0 +1,212 @@
+"""ToolExpert: the Expert protocol around a tool, its stream, usage and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from experts.base import (
+    Delta,
+    Expert,
+    ExpertDeclined,
+    ExpertRejected,
+    ExpertRequest,
+    Message,
+    Usage,
+)
+from experts.registry import BuildContext, build_expert
+from experts.specs import ToolSpec
+from experts.tools import (
+    Calculator,
+    NothingToCompute,
+    Tool,
+    ToolExpert,
+    ToolInputError,
+    UnitConverter,
+    build_tool,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def _spec(tool: str, name: str = "math", precision: int = 6) -> ToolSpec:
+    return ToolSpec.model_validate(
+        {
+            "name": name,
+            "kind": "tool",
+            "tool": tool,
+            "description": f"the {tool} tool",
+            "precision": precision,
+        }
+    )
+
+
+def _ask(*turns: tuple[str, str]) -> ExpertRequest:
+    return ExpertRequest(messages=tuple(Message(role, text) for role, text in turns))
+
+
+def _user(text: str) -> ExpertRequest:
+    return _ask(("user", text))
+
+
+class ScriptedTool:
+    """A fake `Tool`: answers from a table, records its lifecycle."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.events: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def run(self, text: str) -> str:
+        self.events.append(f"run:{text}")
+        if text == "bad":
+            raise ToolInputError("cannot do that")
+        if text not in self.answers:
+            raise NothingToCompute("expected a known question")
+        return self.answers[text]
+
+    async def aclose(self) -> None:
+        self.events.append("aclose")
+
+
+async def _collect(stream: AsyncIterator[Delta]) -> list[Delta]:
+    return [delta async for delta in stream]
+
+
+def test_is_an_expert() -> None:
+    expert = ToolExpert(_spec("calculator", name="math"))
+    assert isinstance(expert, Expert)
+    assert expert.name == "math"
+    assert expert.kind == "tool"
+    assert isinstance(expert.tool, Calculator)
+    assert isinstance(ToolExpert(_spec("units")).tool, UnitConverter)
+
+
+def test_the_registry_builds_it() -> None:
+    expert = build_expert(_spec("units", name="units"), BuildContext(cache_dir=_nowhere()))
+    assert isinstance(expert, ToolExpert)
+    assert expert.name == "units"
+
+
+def test_build_tool_passes_the_precision() -> None:
+    tool = build_tool(_spec("calculator", precision=3))
+    assert isinstance(tool, Tool)
+
+
+async def test_stream_yields_the_answer_then_stop_with_word_usage() -> None:
+    expert = ToolExpert(_spec("calculator"))
+    deltas = await _collect(expert.stream(_user("what is 15% of 80")))
+    assert deltas == [
+        Delta(content="15% of 80 = 12"),
+        Delta(
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=5, completion_tokens=5, total_tokens=10),
+        ),
+    ]
+
+
+async def test_complete_shares_the_stream_path() -> None:
+    expert = ToolExpert(_spec("calculator"))
+    result = await expert.complete(_user("compute 3.5 * (12 - 4)"))
+    assert result.content == "3.5 * (12 - 4) = 28"
+    assert result.finish_reason == "stop"
+    assert result.usage == Usage(prompt_tokens=6, completion_tokens=7, total_tokens=13)
+
+
+async def test_precision_comes_from_the_spec() -> None:
+    expert = ToolExpert(_spec("calculator", precision=3))
+    assert (await expert.complete(_user("2/3"))).content == "2 / 3 = 0.667"
+
+
+async def test_units_work_without_start() -> None:
+    expert = ToolExpert(_spec("units", name="units"))
+    result = await expert.complete(_user("convert 5 miles to km"))
+    assert "8.047 km" in result.content
+    await expert.aclose()
+
+
+async def test_reads_the_last_user_message_only() -> None:
+    expert = ToolExpert(_spec("calculator"))
+    request = _ask(
+        ("system", "you are a calculator; 1 + 1"),
+        ("user", "what is 2 + 2"),
+        ("assistant", "2 + 2 = 4"),
+        ("user", "and 3 * 3?"),
+    )
+    assert (await expert.complete(request)).content == "3 * 3 = 9"
+
+
+async def test_nothing_to_compute_declines() -> None:
+    expert = ToolExpert(_spec("calculator", name="math"))
+    with pytest.raises(ExpertDeclined) as caught:
+        await expert.complete(_user("write me a poem about autumn"))
+    assert caught.value.expert == "math"
+    assert "expected arithmetic" in caught.value.message
+    assert not isinstance(caught.value, ExpertRejected)
+
+
+async def test_no_user_message_declines() -> None:
+    expert = ToolExpert(_spec("calculator"))
+    with pytest.raises(ExpertDeclined):
+        await expert.complete(_ask(("system", "2 + 2")))
+
+
+@pytest.mark.parametrize(
+    ("tool", "text", "message"),
+    [
+        ("calculator", "what is 1 / 0", "division by zero"),
+        ("calculator", "9**9**9**9", "too large"),
+        ("units", "convert 5 kg to km", "cannot convert"),
+        ("units", "convert 5 miles to blorps", "unknown unit"),
+    ],
+)
+async def test_impossible_computations_are_rejected_with_400(
+    tool: str, text: str, message: str
+) -> None:
+    expert = ToolExpert(_spec(tool, name="t"))
+    with pytest.raises(ExpertRejected) as caught:
+        await expert.complete(_user(text))
+    assert caught.value.status == 400
+    assert caught.value.expert == "t"
+    assert message in caught.value.message
+
+
+async def test_a_declined_stream_yields_nothing() -> None:
+    expert = ToolExpert(_spec("units"))
+    stream = expert.stream(_user("tell me a joke"))
+    with pytest.raises(ExpertDeclined, match="expected a conversion"):
+        await stream.__anext__()
+
+
+async def test_any_tool_fits_behind_the_expert() -> None:
+    tool = ScriptedTool({"ping": "pong pong"})
+    expert = ToolExpert(_spec("calculator", name="fake"), tool=tool)
+    await expert.start()
+    result = await expert.complete(_user("ping"))
+    assert result.content == "pong pong"
+    assert result.usage == Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    with pytest.raises(ExpertDeclined, match="scripted: expected a known question"):
+        await expert.complete(_user("other"))
+    with pytest.raises(ExpertRejected, match="scripted: cannot do that"):
+        await expert.complete(_user("bad"))
+    health = await expert.health()
+    assert health.ok
+    assert "scripted" in health.detail
+    await expert.aclose()
+    assert tool.events == ["start", "run:ping", "run:other", "run:bad", "aclose"]
+
+
+async def test_health_is_always_ok() -> None:
+    assert (await ToolExpert(_spec("units")).health()).ok
+
+
+def _nowhere() -> Path:
+    return Path("unused-cache")
