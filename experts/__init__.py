@@ -1,1 +1,1 @@
-"""Experts: the specialists taskgate dispatches to (OpenAI-compatible servers, tools, local models)."""
+"""Experts: the specialists taskgate dispatches to (OpenAI-compatible servers, tools, models)."""

@@ -136,26 +136,31 @@ class SentenceTransformerEmbedder:
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if self._queue is None:
             raise EmbedderUnavailable("embedder not started")
-        missing = [text for text in dict.fromkeys(texts) if text not in self._cache]
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        rows: dict[str, Vectors] = {}
+        missing: list[str] = []
+        for text in dict.fromkeys(texts):
+            cached = self._cache.get(text)
+            if cached is None:
+                missing.append(text)
+            else:
+                self._cache.move_to_end(text)
+                rows[text] = cached
         if missing:
             future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
             await self._queue.put(_Job(missing, future))
-            rows = await future
-            for text, row in zip(missing, rows, strict=True):
+            for text, row in zip(missing, await future, strict=True):
+                rows[text] = row
                 self._remember(text, row)
-        if not texts:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        return np.stack([self._lookup(text) for text in texts])
-
-    def _lookup(self, text: str) -> Vectors:
-        row = self._cache[text]
-        self._cache.move_to_end(text)
-        return row
+        return np.stack([rows[text] for text in texts])
 
     def _remember(self, text: str, row: Vectors) -> None:
+        if self._cache_size <= 0:
+            return
         self._cache[text] = row
         self._cache.move_to_end(text)
-        while len(self._cache) > max(self._cache_size, 1):
+        while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
     async def _run(self) -> None:

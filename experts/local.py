@@ -1,0 +1,430 @@
+"""An in-process transformers causal LM: the embedded default LLM.
+
+Each request is decoded by its own thread with a small KV-cached loop (one forward per
+token, nanoGPT style); text reaches the event loop through an asyncio queue. The loop
+checks a cancellation event every step, so a closed stream, a timeout or `aclose` stops it
+promptly. One generation runs at a time per model; further requests queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeAlias, TypeVar, cast
+
+import anyio
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from experts.base import (
+    Delta,
+    ExpertRejected,
+    ExpertRequest,
+    ExpertResult,
+    ExpertTimeout,
+    ExpertUnavailable,
+    Health,
+    Sampling,
+    Usage,
+    drain,
+)
+from experts.specs import LocalSpec
+from experts.weights import ModelUnavailable, resolve_model
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A logits transform in transformers' LogitsProcessor style: (input_ids, scores) -> scores.
+LogitsTransform: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+REPLACEMENT_CHAR = "\ufffd"  # what decoding an incomplete UTF-8 sequence ends with
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class _Tokenizer(Protocol):
+    """The part of a transformers tokenizer we use."""
+
+    chat_template: str | None
+    eos_token_id: int | None
+
+    def apply_chat_template(
+        self, conversation: list[dict[str, str]], *, tokenize: bool, add_generation_prompt: bool
+    ) -> str: ...
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]: ...
+
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    tokenizer: _Tokenizer
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    eos_ids: frozenset[int]
+    # The forward keyword of the KV cache: `cache` in transformers 5, else `past_key_values`.
+    cache_keyword: str
+    keeps_last_logits: bool  # forward accepts `logits_to_keep` (skip a [prompt, vocab] matrix)
+
+    def describe(self) -> str:
+        return f"loaded on {self.device.type}/{str(self.dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One request, templated, truncated and ready to decode."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    greedy: bool
+    seed: int | None
+    transforms: tuple[LogitsTransform, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    reason: str
+    text: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception | None  # None: cancelled
+
+
+_Event: TypeAlias = _Text | _Finished | _Failed
+
+
+class LocalExpert:
+    """A transformers causal LM decoded in process (kind `local`)."""
+
+    def __init__(self, spec: LocalSpec, cache_dir: Path) -> None:
+        self._spec = spec
+        self._cache_dir = cache_dir
+        self._loaded: _Loaded | None = None
+        self._start_lock = asyncio.Lock()
+        self._turn = asyncio.Lock()  # one generation at a time
+        self._running: set[_Decoder] = set()
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    async def start(self) -> None:
+        await self._started()
+
+    async def complete(self, request: ExpertRequest) -> ExpertResult:
+        return await drain(self.stream(request))
+
+    async def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]:
+        loaded = await self._started()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._spec.timeout_s
+        plan = await anyio.to_thread.run_sync(self._plan, loaded, request)
+        await self._within(deadline, self._turn.acquire())
+        try:
+            decoder = _Decoder(loaded, plan, loop, thread_name=f"taskgate-local-{self.name}")
+            self._running.add(decoder)
+            decoder.start()
+            try:
+                while True:
+                    event = await self._within(deadline, decoder.events.get())
+                    if isinstance(event, _Text):
+                        yield Delta(content=event.text)
+                        continue
+                    yield self._final(event, plan, request.request_id)
+                    return
+            finally:
+                self._running.discard(decoder)
+                await decoder.stop()
+        finally:
+            self._turn.release()
+
+    async def health(self) -> Health:
+        loaded = self._loaded
+        if loaded is None:
+            return Health(ok=False, detail="not started")
+        return Health(ok=True, detail=loaded.describe())
+
+    async def aclose(self) -> None:
+        """Stop running generations and release the model (a later use loads it again)."""
+        for decoder in self._running:
+            decoder.cancel.set()
+        async with self._start_lock:
+            self._loaded = None
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _started(self) -> _Loaded:
+        async with self._start_lock:
+            if self._loaded is None:
+                self._loaded = await anyio.to_thread.run_sync(self._load)
+                detail = self._loaded.describe()
+                extra = {"expert": self.name, "action": "load", "detail": detail}
+                logger.info("local expert ready", extra=extra)
+            return self._loaded
+
+    async def _within(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError as exc:
+            message = f"no answer within {self._spec.timeout_s:g}s"
+            raise ExpertTimeout(self.name, message) from exc
+
+    def _final(self, event: _Event, plan: _Plan, request_id: str) -> Delta:
+        if isinstance(event, _Finished):
+            prompt = len(plan.prompt_ids)
+            usage = Usage(prompt, event.completion_tokens, prompt + event.completion_tokens)
+            extra = {"request_id": request_id, "expert": self.name, "action": "generate"}
+            logger.info("generated", extra={**extra, "finish_reason": event.reason})
+            return Delta(content=event.text, finish_reason=event.reason, usage=usage)
+        if isinstance(event, _Failed) and event.error is not None:
+            message = f"generation failed: {type(event.error).__name__}: {event.error}"
+            raise ExpertUnavailable(self.name, message) from event.error
+        raise ExpertUnavailable(self.name, "the expert was closed during generation")
+
+    def _load(self) -> _Loaded:
+        """Resolve and load tokenizer and model (blocking: runs in a worker thread)."""
+        spec = self._spec
+        try:
+            path = resolve_model(spec.model, self._cache_dir)
+        except ModelUnavailable as exc:
+            raise ExpertUnavailable(self.name, str(exc)) from exc
+        cuda = torch.cuda.is_available()
+        if spec.device == "cuda" and not cuda:
+            raise ExpertUnavailable(self.name, "device 'cuda' requested but CUDA is unavailable")
+        device = torch.device("cuda" if cuda and spec.device != "cpu" else "cpu")
+        dtype = DTYPES.get(spec.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if spec.threads is not None:
+            torch.set_num_threads(spec.threads)
+        try:
+            tokenizer = cast(_Tokenizer, AutoTokenizer.from_pretrained(path, local_files_only=True))
+            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+            model = cast(torch.nn.Module, loaded).to(device).eval()
+        except Exception as exc:  # transformers/torch raise many kinds; all mean "cannot load"
+            raise ExpertUnavailable(self.name, f"cannot load {spec.model}: {exc}") from exc
+        if not tokenizer.chat_template:
+            raise ExpertUnavailable(self.name, f"{spec.model} has no chat template")
+        parameters = inspect.signature(model.forward).parameters
+        cache_keyword = "cache" if "cache" in parameters else "past_key_values"
+        eos_ids, keeps_last = _eos_ids(tokenizer, model), "logits_to_keep" in parameters
+        return _Loaded(tokenizer, model, device, dtype, eos_ids, cache_keyword, keeps_last)
+
+    def _plan(self, loaded: _Loaded, request: ExpertRequest) -> _Plan:
+        """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
+        sampling, context = request.sampling, self._spec.context_tokens
+        max_new = self._spec.max_tokens if sampling.max_tokens is None else sampling.max_tokens
+        if not request.messages:
+            raise ExpertRejected(self.name, "the request has no messages")
+        if max_new < 1:
+            raise ExpertRejected(self.name, f"max_tokens must be at least 1, got {max_new}")
+        turns = [{"role": m.role, "content": m.content} for m in request.messages]
+        system = self._spec.system_prompt
+        if system and not any(turn["role"] == "system" for turn in turns):
+            turns.insert(0, {"role": "system", "content": system})
+        try:
+            prompt = _prompt_ids(loaded.tokenizer, turns, budget=context - max_new)
+            transforms = _transforms(sampling, len(prompt))
+        except (ValueError, TypeError) as exc:
+            raise ExpertRejected(self.name, f"invalid request: {exc}") from exc
+        if len(prompt) >= context:
+            message = f"the prompt needs {len(prompt)} tokens; the context holds {context}"
+            raise ExpertRejected(self.name, message)
+        max_new = min(max_new, context - len(prompt))
+        return _Plan(
+            prompt, max_new, sampling.stop, sampling.is_greedy(), sampling.seed, transforms
+        )
+
+
+def _eos_ids(tokenizer: _Tokenizer, model: torch.nn.Module) -> frozenset[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates = [tokenizer.eos_token_id]
+    candidates += configured if isinstance(configured, list) else [configured]
+    return frozenset(token for token in candidates if isinstance(token, int))
+
+
+def _prompt_ids(tokenizer: _Tokenizer, turns: list[dict[str, str]], budget: int) -> list[int]:
+    """Template and tokenize, dropping the oldest non-system turns while over `budget`."""
+    while True:
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        droppable = [i for i, turn in enumerate(turns[:-1]) if turn["role"] != "system"]
+        if len(ids) <= budget or not droppable:
+            return list(ids)
+        del turns[droppable[0]]
+
+
+def _transforms(sampling: Sampling, prompt_length: int) -> tuple[LogitsTransform, ...]:
+    """The logits transforms a request asks for; penalties apply to greedy decoding too."""
+    if sampling.top_p is not None and not 0.0 < sampling.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {sampling.top_p}")
+    steps: list[LogitsTransform] = []
+    if sampling.repetition_penalty is not None and sampling.repetition_penalty != 1.0:
+        steps.append(RepetitionPenaltyLogitsProcessor(penalty=sampling.repetition_penalty))
+    if sampling.presence_penalty or sampling.frequency_penalty:
+        presence, frequency = sampling.presence_penalty or 0.0, sampling.frequency_penalty or 0.0
+        steps.append(OpenAIPenalties(presence, frequency, prompt_length))
+    if not sampling.is_greedy() and sampling.temperature is not None:
+        steps.append(TemperatureLogitsWarper(temperature=sampling.temperature))
+        if sampling.top_k is not None and sampling.top_k > 0:
+            steps.append(TopKLogitsWarper(top_k=sampling.top_k))
+        if sampling.top_p is not None and sampling.top_p < 1.0:
+            steps.append(TopPLogitsWarper(top_p=sampling.top_p))
+    return tuple(steps)
+
+
+class OpenAIPenalties:
+    """OpenAI's presence and frequency penalties, counted over the generated tokens only."""
+
+    def __init__(self, presence: float, frequency: float, prompt_length: int) -> None:
+        for label, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
+            if not -2.0 <= value <= 2.0:
+                raise ValueError(f"{label} must be between -2 and 2, got {value}")
+        self._presence, self._frequency = presence, frequency
+        self._prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self._prompt_length :]
+        ones = torch.ones_like(generated, dtype=scores.dtype)
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, ones)
+        return scores - self._frequency * counts - self._presence * (counts > 0).to(scores.dtype)
+
+
+class StopScanner:
+    """How much decoded text is safe to emit.
+
+    Holds back a trailing incomplete character and any suffix that could begin a stop
+    string; cuts the text at the first stop string.
+    """
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self._stop = tuple(s for s in stop if s)
+        self._sent = 0
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """The new safe text, and whether a stop string ended it."""
+        hits = [index for stop in self._stop if (index := text.find(stop)) >= 0]
+        if hits:
+            return self._take(text, min(hits)), True
+        safe = text.rstrip(REPLACEMENT_CHAR)
+        held = max(
+            (n for stop in self._stop for n in range(1, len(stop)) if safe.endswith(stop[:n])),
+            default=0,
+        )
+        return self._take(text, len(safe) - held), False
+
+    def rest(self, text: str) -> str:
+        return self._take(text, len(text))
+
+    def _take(self, text: str, end: int) -> str:
+        piece = text[self._sent : end]
+        self._sent = max(self._sent, end)
+        return piece
+
+
+class _Decoder:
+    """One generation in its own thread; its events reach the event loop through a queue."""
+
+    def __init__(
+        self, loaded: _Loaded, plan: _Plan, loop: asyncio.AbstractEventLoop, thread_name: str
+    ) -> None:
+        self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.cancel = threading.Event()
+        self._loaded, self._plan, self._loop = loaded, plan, loop
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Cancel the generation and wait for its thread, even while being cancelled."""
+        self.cancel.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._thread.join)
+
+    def _emit(self, event: _Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody listens any more
+            self.cancel.set()
+
+    def _run(self) -> None:
+        try:
+            event = self._decode()
+        except Exception as exc:  # reported to the consumer, which translates it
+            event = _Failed(exc)
+        if isinstance(event, _Failed) and event.error is None:
+            logger.debug("generation cancelled", extra={"action": "cancel"})
+        self._emit(event)
+
+    def _decode(self) -> _Event:
+        plan, loaded = self._plan, self._loaded
+        ids, generated, text = list(plan.prompt_ids), list[int](), ""
+        scanner, generator = StopScanner(plan.stop), self._generator()
+        step_input = torch.tensor([ids], device=loaded.device)
+        options: dict[str, object] = {"use_cache": True}
+        options[loaded.cache_keyword] = DynamicCache(config=getattr(loaded.model, "config", None))
+        if loaded.keeps_last_logits:
+            options["logits_to_keep"] = 1
+        with torch.inference_mode():
+            while len(generated) < plan.max_new_tokens:
+                if self.cancel.is_set():
+                    return _Failed(None)
+                output = loaded.model(input_ids=step_input, **options)
+                token = self._choose(output.logits[:, -1, :], ids, generator)
+                if token in loaded.eos_ids:
+                    return _Finished("stop", scanner.rest(text), len(generated))
+                ids.append(token)
+                generated.append(token)
+                text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
+                piece, stopped = scanner.feed(text)
+                if stopped:
+                    return _Finished("stop", piece, len(generated))
+                if piece:
+                    self._emit(_Text(piece))
+                step_input = torch.tensor([[token]], device=loaded.device)
+        return _Finished("length", scanner.rest(text), len(generated))
+
+    def _generator(self) -> torch.Generator:
+        generator = torch.Generator(device=self._loaded.device)
+        if self._plan.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self._plan.seed)
+        return generator
+
+    def _choose(self, logits: torch.Tensor, ids: list[int], generator: torch.Generator) -> int:
+        scores = logits.float()
+        if self._plan.transforms:
+            history = torch.tensor([ids], device=scores.device)
+            for transform in self._plan.transforms:
+                scores = transform(history, scores)
+        if self._plan.greedy:
+            return int(scores.argmax(dim=-1).item())
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=generator).item())
