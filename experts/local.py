@@ -12,22 +12,14 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeAlias, TypeVar, cast
 
 import anyio
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DynamicCache,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from experts.base import (
     Delta,
@@ -37,19 +29,16 @@ from experts.base import (
     ExpertTimeout,
     ExpertUnavailable,
     Health,
-    Sampling,
     Usage,
     drain,
 )
+from experts.decoding import LogitsTransform, StopScanner, sampling_transforms
 from experts.specs import LocalSpec
 from experts.weights import ModelUnavailable, resolve_model
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# A logits transform in transformers' LogitsProcessor style: (input_ids, scores) -> scores.
-LogitsTransform: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-REPLACEMENT_CHAR = "\ufffd"  # what decoding an incomplete UTF-8 sequence ends with
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -249,7 +238,7 @@ class LocalExpert:
             turns.insert(0, {"role": "system", "content": system})
         try:
             prompt = _prompt_ids(loaded.tokenizer, turns, budget=context - max_new)
-            transforms = _transforms(sampling, len(prompt))
+            transforms = sampling_transforms(sampling, len(prompt))
         except (ValueError, TypeError) as exc:
             raise ExpertRejected(self.name, f"invalid request: {exc}") from exc
         if len(prompt) >= context:
@@ -277,74 +266,6 @@ def _prompt_ids(tokenizer: _Tokenizer, turns: list[dict[str, str]], budget: int)
         if len(ids) <= budget or not droppable:
             return list(ids)
         del turns[droppable[0]]
-
-
-def _transforms(sampling: Sampling, prompt_length: int) -> tuple[LogitsTransform, ...]:
-    """The logits transforms a request asks for; penalties apply to greedy decoding too."""
-    if sampling.top_p is not None and not 0.0 < sampling.top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {sampling.top_p}")
-    steps: list[LogitsTransform] = []
-    if sampling.repetition_penalty is not None and sampling.repetition_penalty != 1.0:
-        steps.append(RepetitionPenaltyLogitsProcessor(penalty=sampling.repetition_penalty))
-    if sampling.presence_penalty or sampling.frequency_penalty:
-        presence, frequency = sampling.presence_penalty or 0.0, sampling.frequency_penalty or 0.0
-        steps.append(OpenAIPenalties(presence, frequency, prompt_length))
-    if not sampling.is_greedy() and sampling.temperature is not None:
-        steps.append(TemperatureLogitsWarper(temperature=sampling.temperature))
-        if sampling.top_k is not None and sampling.top_k > 0:
-            steps.append(TopKLogitsWarper(top_k=sampling.top_k))
-        if sampling.top_p is not None and sampling.top_p < 1.0:
-            steps.append(TopPLogitsWarper(top_p=sampling.top_p))
-    return tuple(steps)
-
-
-class OpenAIPenalties:
-    """OpenAI's presence and frequency penalties, counted over the generated tokens only."""
-
-    def __init__(self, presence: float, frequency: float, prompt_length: int) -> None:
-        for label, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
-            if not -2.0 <= value <= 2.0:
-                raise ValueError(f"{label} must be between -2 and 2, got {value}")
-        self._presence, self._frequency = presence, frequency
-        self._prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids[:, self._prompt_length :]
-        ones = torch.ones_like(generated, dtype=scores.dtype)
-        counts = torch.zeros_like(scores).scatter_add_(1, generated, ones)
-        return scores - self._frequency * counts - self._presence * (counts > 0).to(scores.dtype)
-
-
-class StopScanner:
-    """How much decoded text is safe to emit.
-
-    Holds back a trailing incomplete character and any suffix that could begin a stop
-    string; cuts the text at the first stop string.
-    """
-
-    def __init__(self, stop: tuple[str, ...]) -> None:
-        self._stop = tuple(s for s in stop if s)
-        self._sent = 0
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """The new safe text, and whether a stop string ended it."""
-        hits = [index for stop in self._stop if (index := text.find(stop)) >= 0]
-        if hits:
-            return self._take(text, min(hits)), True
-        safe = text.rstrip(REPLACEMENT_CHAR)
-        held = max(
-            (n for stop in self._stop for n in range(1, len(stop)) if safe.endswith(stop[:n])),
-            default=0,
-        )
-        return self._take(text, len(safe) - held), False
-
-    def rest(self, text: str) -> str:
-        return self._take(text, len(text))
-
-    def _take(self, text: str, end: int) -> str:
-        piece = text[self._sent : end]
-        self._sent = max(self._sent, end)
-        return piece
 
 
 class _Decoder:

@@ -35,7 +35,8 @@ from experts.base import (
     Message,
     Sampling,
 )
-from experts.local import LocalExpert, OpenAIPenalties, StopScanner
+from experts.decoding import OpenAIPenalties, StopScanner
+from experts.local import LocalExpert
 from experts.specs import LocalSpec
 
 pytestmark = pytest.mark.anyio
