@@ -1,8 +1,9 @@
 """Built-in API tools (calculator, unit conversion), TaskMatrix-style, as experts.
 
 `ToolExpert(spec)` is what the registry builds for `kind: tool`. Each tool implements the
-small `Tool` protocol (a name and `async run(text) -> str`); `build_tool` picks one by the
-spec's `tool` name.
+small `Tool` protocol (a name and `async run(text, history=()) -> str`, where `history` is
+the conversation before the last user message, read for follow-ups such as "and in
+feet?"); `build_tool` picks one by the spec's `tool` name.
 """
 
 from __future__ import annotations

@@ -4,15 +4,24 @@ A tool reads the user's text and answers with one line of text. It says "this is
 me" by raising `NothingToCompute`, and "this is for me but cannot be done" (division by
 zero, an unknown unit, a number too large) by raising `ToolInputError`. `ToolExpert`
 translates the two into `ExpertDeclined` and `ExpertRejected`.
+
+A short follow-up turn ("and in feet?", "times 2") means something only with the turns
+before it, so `run` also gets the conversation's earlier messages; `earlier_turns` is how a
+tool reads them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
+
+from experts.base import Message
 
 # Longer messages are not questions for a tool; refusing them up front keeps every
 # regular expression and parser below linear in practice.
 MAX_TEXT_CHARS = 2000
+# How many earlier turns of one role a follow-up looks back through.
+MAX_HISTORY_TURNS = 20
 
 
 class ToolError(Exception):
@@ -35,9 +44,13 @@ class ToolInputError(ToolError):
 class Tool(Protocol):
     """A built-in API tool, TaskMatrix-style: a name and one text-in, text-out call.
 
-    `run` is async so that tools calling out (an HTTP API) fit the same seam; pure
-    computations simply do their small amount of work inline. `start` loads what the tool
-    needs and `aclose` releases it; `run` must also work when `start` was not called.
+    `run` answers `text`, the last user message. `history` holds the messages before it,
+    oldest first (system, user and assistant turns); a tool reads it only to understand a
+    follow-up that names no complete request of its own, and a complete request in `text`
+    always wins over it. `run` is async so that tools calling out (an HTTP API) fit the
+    same seam; pure computations simply do their small amount of work inline. `start`
+    loads what the tool needs and `aclose` releases it; `run` must also work when `start`
+    was not called.
     """
 
     @property
@@ -45,7 +58,7 @@ class Tool(Protocol):
 
     async def start(self) -> None: ...
 
-    async def run(self, text: str) -> str: ...
+    async def run(self, text: str, history: Sequence[Message] = ()) -> str: ...
 
     async def aclose(self) -> None: ...
 
@@ -57,3 +70,21 @@ def check_length(text: str, tool: str) -> None:
             f"the message is too long for the {tool} ({len(text)} characters; "
             f"at most {MAX_TEXT_CHARS})"
         )
+
+
+def earlier_turns(history: Sequence[Message], role: str) -> Iterator[str]:
+    """The text of the earlier turns of `role`, most recent first.
+
+    At most `MAX_HISTORY_TURNS` turns of that role are looked at, and turns too long to be
+    a question for a tool (or a tool's answer) are skipped, so a long conversation costs
+    no more than a few short messages.
+    """
+    seen = 0
+    for message in reversed(history):
+        if message.role != role:
+            continue
+        seen += 1
+        if seen > MAX_HISTORY_TURNS:
+            return
+        if len(message.content) <= MAX_TEXT_CHARS:
+            yield message.content

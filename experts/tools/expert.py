@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from experts.base import (
     Delta,
@@ -12,6 +12,7 @@ from experts.base import (
     ExpertRequest,
     ExpertResult,
     Health,
+    Message,
     Usage,
     drain,
 )
@@ -37,9 +38,11 @@ def build_tool(spec: ToolSpec) -> Tool:
 class ToolExpert:
     """An expert that answers with a built-in tool, reading the last user message.
 
-    A message the tool finds nothing in raises `ExpertDeclined` (the gateway may try the
-    expert's fallbacks); one it cannot compute (division by zero, an unknown unit) raises
-    `ExpertRejected` with status 400. Usage counts whitespace-separated words.
+    The tool also gets the messages before that one, so that a follow-up ("and in feet?")
+    can lean on them. A message the tool finds nothing in raises `ExpertDeclined` (the
+    gateway may try the expert's fallbacks); one it cannot compute (division by zero, an
+    unknown unit) raises `ExpertRejected` with status 400. Usage counts the
+    whitespace-separated words of the last user message and of the answer.
     """
 
     def __init__(self, spec: ToolSpec, tool: Tool | None = None) -> None:
@@ -65,9 +68,9 @@ class ToolExpert:
         return await drain(self.stream(request))
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]:
-        text = request.last_user_text()
+        text, history = split_last_user(request.messages)
         try:
-            answer = await self._tool.run(text)
+            answer = await self._tool.run(text, history)
         except NothingToCompute as exc:
             raise ExpertDeclined(self.name, f"{self._tool.name}: {exc.message}") from exc
         except ToolInputError as exc:
@@ -89,3 +92,11 @@ class ToolExpert:
 
     async def aclose(self) -> None:
         await self._tool.aclose()
+
+
+def split_last_user(messages: Sequence[Message]) -> tuple[str, tuple[Message, ...]]:
+    """The last user message's text and the messages before it ("" and () without one)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return messages[index].content, tuple(messages[:index])
+    return "", ()

@@ -7,6 +7,11 @@ Two phrasings are understood, clause by clause:
 - "how many|much <unit> (are there) in|per <number|a|an|one> <unit>": "how many ounces in
   2 kg", "how many seconds in a day".
 
+A follow-up turn names one side only and takes the other from the user's earlier turns:
+
+- a target: "and in feet?", "what about in meters?", "in celsius?", "how about yards";
+- a quantity: "and 10 miles?", "what about 3 kg?", "how about a mile?".
+
 Only candidate triples come out of here; which unit names are real is pint's business.
 Every pattern is free of nested repetition and clauses are capped in length, so the work
 stays small for any input.
@@ -15,9 +20,12 @@ stays small for any input.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+
+from experts.base import Message
+from experts.tools.base import earlier_turns
 
 EXPECTED = "expected a conversion such as 'convert 5 miles to km' or 'how many ounces in 2 kg'"
 MAX_CLAUSE_CHARS = 200
@@ -41,6 +49,19 @@ _IN = re.compile(r"\s+(?:(?:are|is)\s+(?:there\s+)?)?(?:in|per)(?=\s)", re.IGNOR
 _AMOUNT = re.compile(
     rf"(?:(?P<value>{_NUMBER})\s*|(?:a|an|one)\s+)?(?P<unit>.+)", re.IGNORECASE | re.DOTALL
 )
+_PRONOUNS = frozenset({"it", "that", "this", "them", "those", "these", "they"})
+_LEAD = r"(?P<lead>(?:(?:and|so|ok|okay|now|then|also|well|but)[\s,]+)*)"
+_TARGET = re.compile(
+    rf"{_LEAD}(?P<ask>(?:(?:what|how)\s+about|what(?:'s|\u2019s|\s+is|\s+are)\s+(?:it|that|this"
+    r"|those|they)|how\s+(?:much|many)\s+is\s+(?:it|that|this)|convert\s+(?:it|that|this|them))"
+    r"\s+)?(?P<into>(?:in|into|to|as)\s+)?(?P<unit>.+)",
+    re.IGNORECASE | re.DOTALL,
+)
+_QUANTITY = re.compile(
+    rf"{_LEAD}(?:(?:what|how)\s+about\s+|(?:and\s+)?for\s+)?"
+    rf"(?:(?P<value>{_NUMBER})\s*|(?:a|an|one)\s+)(?P<unit>.+)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +73,93 @@ class Conversion:
     target: str
 
 
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """An amount of a unit, as written: 5 "miles"."""
+
+    value: Fraction
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewTarget:
+    """A follow-up naming only the unit to convert into: "and in feet?"."""
+
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewQuantity:
+    """A follow-up naming only the quantity to convert: "and 10 miles?"."""
+
+    quantity: Quantity
+
+
+UnitFollowup = NewTarget | NewQuantity
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one earlier user turn names: the quantities and the target units in it."""
+
+    quantities: tuple[Quantity, ...] = ()
+    targets: tuple[str, ...] = ()
+
+
 def find_conversions(text: str) -> list[Conversion]:
     """Every candidate conversion in `text`, most specific phrasing first."""
     found: list[Conversion] = []
-    for raw in _CLAUSES.split(text):
-        clause = _POLITE.sub("", raw.strip())
-        if not clause or len(clause) > MAX_CLAUSE_CHARS:
-            continue
+    for clause in _clauses(text):
         found.extend(_how_many(clause))
         found.extend(_value_to_unit(clause))
         if len(found) >= MAX_CONVERSIONS:
             break
     return found[:MAX_CONVERSIONS]
+
+
+def find_followup(text: str) -> UnitFollowup | None:
+    """The one side of a conversion a follow-up turn names, or None when it is not one.
+
+    Call it on a turn that holds no whole conversion (`find_conversions` found none).
+    """
+    for clause in _clauses(text):
+        amount = _QUANTITY.fullmatch(clause)
+        if amount is not None and _is_unit(amount.group("unit")):
+            value = _value(amount.group("value"))
+            if value is not None:
+                return NewQuantity(Quantity(value, amount.group("unit").strip()))
+        target = _TARGET.fullmatch(clause)
+        if (
+            target is not None
+            and _is_unit(target.group("unit"))
+            and any(target.group(part) for part in ("lead", "ask", "into"))
+        ):
+            return NewTarget(target.group("unit").strip())
+    return None
+
+
+def earlier_readings(history: Sequence[Message]) -> Iterator[Reading]:
+    """What the earlier user turns name, most recent first (turns that name nothing skipped)."""
+    for text in earlier_turns(history, "user"):
+        conversions = find_conversions(text)
+        if conversions:
+            yield Reading(
+                quantities=tuple(Quantity(c.value, c.source) for c in conversions),
+                targets=tuple(c.target for c in conversions),
+            )
+            continue
+        followup = find_followup(text)
+        if isinstance(followup, NewTarget):
+            yield Reading(targets=(followup.unit,))
+        elif isinstance(followup, NewQuantity):
+            yield Reading(quantities=(followup.quantity,))
+
+
+def _clauses(text: str) -> Iterator[str]:
+    for raw in _CLAUSES.split(text):
+        clause = _POLITE.sub("", raw.strip())
+        if clause and len(clause) <= MAX_CLAUSE_CHARS:
+            yield clause
 
 
 def _how_many(clause: str) -> Iterator[Conversion]:
@@ -99,7 +195,10 @@ def _value_to_unit(clause: str) -> Iterator[Conversion]:
 
 
 def _is_unit(text: str) -> bool:
-    return bool(text) and _UNIT.fullmatch(text) is not None
+    """Whether `text` may name a unit ("convert it to feet" names none on the left)."""
+    return (
+        bool(text) and _UNIT.fullmatch(text) is not None and text.strip().lower() not in _PRONOUNS
+    )
 
 
 def _value(text: str | None) -> Fraction | None:

@@ -7,6 +7,11 @@ never rounded away (1 day = 86400 s).
 
 The phrasing (`experts.tools.unit_phrases`) is read before pint is touched, so a message
 with no conversion in it is declined without building the unit registry.
+
+A follow-up that names only a target ("and in feet?") converts the quantity of the most
+recent earlier user turn that names a known one ("convert 5 miles to km" -> 5 miles); one
+that names only a quantity ("and 10 miles?") converts into the most recent earlier known
+target. A whole conversion in the message always wins over the history.
 """
 
 from __future__ import annotations
@@ -14,15 +19,26 @@ from __future__ import annotations
 import logging
 import math
 import tokenize
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import anyio
 import anyio.to_thread
 import pint
 
+from experts.base import Message
 from experts.tools.base import NothingToCompute, ToolInputError, check_length
 from experts.tools.formatting import format_number
-from experts.tools.unit_phrases import EXPECTED, Conversion, find_conversions
+from experts.tools.unit_phrases import (
+    EXPECTED,
+    Conversion,
+    NewTarget,
+    Reading,
+    UnitFollowup,
+    earlier_readings,
+    find_conversions,
+    find_followup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,23 +145,22 @@ class UnitConverter:
     async def start(self) -> None:
         await self._ensure_registry()
 
-    async def run(self, text: str) -> str:
+    async def run(self, text: str, history: Sequence[Message] = ()) -> str:
         check_length(text, "unit converter")
         conversions = find_conversions(text)
-        if not conversions:
+        if conversions:
+            return self._first(await self._ensure_registry(), conversions)
+        followup = find_followup(text)
+        if followup is None:
             raise NothingToCompute(f"found no unit conversion in the message; {EXPECTED}")
+        readings = list(earlier_readings(history))
+        if not any(_side(reading, followup) for reading in readings):
+            raise NothingToCompute(_missing(followup))
         registry = await self._ensure_registry()
-        first_error: ToolInputError | None = None
-        for conversion in conversions:
-            try:
-                return self._convert(registry, conversion)
-            except _NotAConversion:
-                continue
-            except ToolInputError as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
-        raise NothingToCompute(f"found no known units in the message; {EXPECTED}")
+        conversion = _complete(registry, followup, readings)
+        if conversion is None:
+            raise NothingToCompute(_missing(followup))
+        return self._convert(registry, conversion)
 
     async def aclose(self) -> None:
         self._registry = None
@@ -157,6 +172,20 @@ class UnitConverter:
                     self._registry = await anyio.to_thread.run_sync(_build_registry)
                     logger.debug("unit registry built")
         return self._registry
+
+    def _first(self, registry: pint.UnitRegistry[float], conversions: list[Conversion]) -> str:
+        """The answer to the first candidate whose units are units."""
+        first_error: ToolInputError | None = None
+        for conversion in conversions:
+            try:
+                return self._convert(registry, conversion)
+            except _NotAConversion:
+                continue
+            except ToolInputError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        raise NothingToCompute(f"found no known units in the message; {EXPECTED}")
 
     def _convert(self, registry: pint.UnitRegistry[float], conversion: Conversion) -> str:
         source = _parse_unit(registry, conversion.source)
@@ -191,6 +220,49 @@ class UnitConverter:
             f"{value_text} {_symbol(source, value_text)} = "
             f"{result_text} {_symbol(target, result_text)}"
         )
+
+
+def _side(reading: Reading, followup: UnitFollowup) -> tuple[str, ...]:
+    """The unit names of the side of a conversion `followup` lacks, as `reading` has them."""
+    if isinstance(followup, NewTarget):
+        return tuple(quantity.unit for quantity in reading.quantities)
+    return reading.targets
+
+
+def _complete(
+    registry: pint.UnitRegistry[float], followup: UnitFollowup, readings: Sequence[Reading]
+) -> Conversion | None:
+    """The follow-up made whole from the most recent reading with a known unit for it.
+
+    The follow-up's own unit must be known as well: "and what about the weather?" reads
+    like a target, and is declined rather than refused as an unknown unit.
+    """
+    own = followup.unit if isinstance(followup, NewTarget) else followup.quantity.unit
+    if _parse_unit(registry, own) is None:
+        raise NothingToCompute(f"found no known unit in the message; {EXPECTED}")
+    for reading in readings:
+        if isinstance(followup, NewTarget):
+            for quantity in reading.quantities:
+                if _parse_unit(registry, quantity.unit) is not None:
+                    return Conversion(quantity.value, quantity.unit, followup.unit)
+        else:
+            for target in reading.targets:
+                if _parse_unit(registry, target) is not None:
+                    quantity = followup.quantity
+                    return Conversion(quantity.value, quantity.unit, target)
+    return None
+
+
+def _missing(followup: UnitFollowup) -> str:
+    if isinstance(followup, NewTarget):
+        return (
+            f"found no quantity to convert to {followup.unit!r}, in the message or earlier in "
+            f"the conversation; {EXPECTED}"
+        )
+    return (
+        f"found no unit to convert {followup.quantity.unit!r} to, in the message or earlier "
+        f"in the conversation; {EXPECTED}"
+    )
 
 
 def _parse_unit(registry: pint.UnitRegistry[float], text: str) -> pint.Unit | None:

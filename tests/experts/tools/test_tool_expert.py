@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from experts.tools import (
     UnitConverter,
     build_tool,
 )
+from experts.tools.expert import split_last_user
 
 pytestmark = pytest.mark.anyio
 
@@ -52,11 +53,12 @@ def _user(text: str) -> ExpertRequest:
 
 
 class ScriptedTool:
-    """A fake `Tool`: answers from a table, records its lifecycle."""
+    """A fake `Tool`: answers from a table, records its lifecycle and the history it got."""
 
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers = answers
         self.events: list[str] = []
+        self.histories: list[tuple[Message, ...]] = []
 
     @property
     def name(self) -> str:
@@ -65,8 +67,9 @@ class ScriptedTool:
     async def start(self) -> None:
         self.events.append("start")
 
-    async def run(self, text: str) -> str:
+    async def run(self, text: str, history: Sequence[Message] = ()) -> str:
         self.events.append(f"run:{text}")
+        self.histories.append(tuple(history))
         if text == "bad":
             raise ToolInputError("cannot do that")
         if text not in self.answers:
@@ -202,6 +205,112 @@ async def test_any_tool_fits_behind_the_expert() -> None:
     assert "scripted" in health.detail
     await expert.aclose()
     assert tool.events == ["start", "run:ping", "run:other", "run:bad", "aclose"]
+
+
+async def test_the_tool_gets_the_messages_before_the_last_user_message() -> None:
+    tool = ScriptedTool({"ping": "pong"})
+    expert = ToolExpert(_spec("calculator", name="fake"), tool=tool)
+    turns = (
+        ("system", "be brief"),
+        ("user", "first"),
+        ("assistant", "an answer"),
+        ("user", "ping"),
+        ("assistant", "a prefill after the question"),
+    )
+    assert (await expert.complete(_ask(*turns))).content == "pong"
+    assert tool.histories == [tuple(Message(role, text) for role, text in turns[:3])]
+    assert tool.events == ["run:ping"]
+
+
+async def test_a_first_turn_gets_no_history() -> None:
+    tool = ScriptedTool({"ping": "pong"})
+    expert = ToolExpert(_spec("calculator", name="fake"), tool=tool)
+    await expert.complete(_ask(("system", "be brief"), ("user", "ping")))
+    await expert.complete(_user("ping"))
+    assert tool.histories == [(Message("system", "be brief"),), ()]
+
+
+def test_split_last_user() -> None:
+    messages = (Message("user", "a"), Message("assistant", "b"), Message("user", "c"))
+    assert split_last_user(messages) == ("c", messages[:2])
+    assert split_last_user((Message("system", "s"),)) == ("", ())
+    assert split_last_user(()) == ("", ())
+
+
+@pytest.mark.parametrize(
+    ("tool", "turns", "answer"),
+    [
+        (
+            "units",
+            [("user", "convert 5 miles to km"), ("assistant", "5 mi = 8.047 km")],
+            ("and in feet?", "5 mi = 26400 ft"),
+        ),
+        (
+            "units",
+            [("user", "100 fahrenheit in celsius"), ("assistant", "100 °F = 37.78 °C")],
+            ("in kelvin?", "100 °F = 310.9 K"),
+        ),
+        (
+            "calculator",
+            [("user", "what is 15% of 80"), ("assistant", "15% of 80 = 12")],
+            ("multiply that by 3", "12 * 3 = 36"),
+        ),
+        (
+            "calculator",
+            [("user", "what is 15% of 80"), ("assistant", "15% of 80 = 12")],
+            ("and 20%?", "20% of 80 = 16"),
+        ),
+    ],
+)
+async def test_follow_ups_read_the_conversation(
+    tool: str, turns: list[tuple[str, str]], answer: tuple[str, str]
+) -> None:
+    expert = ToolExpert(_spec(tool, name="t"))
+    question, expected = answer
+    request = _ask(("system", "you are helpful"), *turns, ("user", question))
+    result = await expert.complete(request)
+    assert result.content == expected
+    words = len(question.split())
+    assert result.usage == Usage(
+        prompt_tokens=words,
+        completion_tokens=len(expected.split()),
+        total_tokens=words + len(expected.split()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "question", "message"),
+    [
+        ("units", "and in feet?", "found no quantity to convert to 'feet'"),
+        ("calculator", "times 2", "no earlier result"),
+    ],
+)
+async def test_a_follow_up_without_history_declines(tool: str, question: str, message: str) -> None:
+    expert = ToolExpert(_spec(tool, name="t"))
+    with pytest.raises(ExpertDeclined, match=message) as caught:
+        await expert.complete(_ask(("system", "you are helpful"), ("user", question)))
+    assert caught.value.expert == "t"
+
+
+async def test_a_follow_up_after_another_experts_answer_declines() -> None:
+    expert = ToolExpert(_spec("calculator"))
+    request = _ask(
+        ("user", "write me a haiku"),
+        ("assistant", "Autumn moonlight -\na worm digs silently\ninto the chestnut."),
+        ("user", "double it"),
+    )
+    with pytest.raises(ExpertDeclined, match="no earlier result"):
+        await expert.complete(request)
+
+
+async def test_a_whole_request_ignores_the_history() -> None:
+    units = ToolExpert(_spec("units"))
+    request = _ask(
+        ("user", "convert 5 miles to km"),
+        ("assistant", "5 mi = 8.047 km"),
+        ("user", "and 3 feet to inches?"),
+    )
+    assert (await units.complete(request)).content == "3 ft = 36 in"
 
 
 async def test_health_is_always_ok() -> None:
