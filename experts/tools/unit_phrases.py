@@ -12,6 +12,9 @@ A follow-up turn names one side only and takes the other from the user's earlier
 - a target: "and in feet?", "what about in meters?", "in celsius?", "how about yards";
 - a quantity: "and 10 miles?", "what about 3 kg?", "how about a mile?".
 
+Arithmetic on quantities ("12 kg times 4") is read by `experts.tools.unit_arithmetic`,
+with the same numbers (`NUMBER`, `read_value`) and clauses (`clauses`).
+
 Only candidate triples come out of here; which unit names are real is pint's business.
 Every pattern is free of nested repetition and clauses are capped in length, so the work
 stays small for any input.
@@ -27,11 +30,14 @@ from fractions import Fraction
 from experts.base import Message
 from experts.tools.base import earlier_turns
 
-EXPECTED = "expected a conversion such as 'convert 5 miles to km' or 'how many ounces in 2 kg'"
+EXPECTED = (
+    "expected a conversion such as 'convert 5 miles to km' or 'how many ounces in 2 kg', "
+    "or arithmetic on quantities such as '12 kg times 4'"
+)
 MAX_CLAUSE_CHARS = 200
 MAX_CONVERSIONS = 10
 
-_NUMBER = (
+NUMBER = (
     r"[-+]?(?:\d+\s*/\s*\d+|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
     r"(?:e[-+]?\d{1,3})?(?![\d,.])"
 )
@@ -41,13 +47,13 @@ _CLAUSES = re.compile(r"[;?!\n]+|[,.](?=\s|$)")
 _POLITE = re.compile(r"(?:\s+(?:please|pls|thanks|thank\s+you))+$", re.IGNORECASE)
 _TO = re.compile(r"\s+(?:to|into|in|as)(?=\s)", re.IGNORECASE)
 _FROM = re.compile(
-    rf"(?P<value>{_NUMBER})|\b(?P<one>a|an|one)\b|\b(?P<verb>convert|change|turn)\b",
+    rf"(?P<value>{NUMBER})|\b(?P<one>a|an|one)\b|\b(?P<verb>convert|change|turn)\b",
     re.IGNORECASE,
 )
 _HOW_MANY = re.compile(r"\bhow\s+(?:many|much)\s+", re.IGNORECASE)
 _IN = re.compile(r"\s+(?:(?:are|is)\s+(?:there\s+)?)?(?:in|per)(?=\s)", re.IGNORECASE)
 _AMOUNT = re.compile(
-    rf"(?:(?P<value>{_NUMBER})\s*|(?:a|an|one)\s+)?(?P<unit>.+)", re.IGNORECASE | re.DOTALL
+    rf"(?:(?P<value>{NUMBER})\s*|(?:a|an|one)\s+)?(?P<unit>.+)", re.IGNORECASE | re.DOTALL
 )
 _PRONOUNS = frozenset({"it", "that", "this", "them", "those", "these", "they"})
 _LEAD = r"(?P<lead>(?:(?:and|so|ok|okay|now|then|also|well|but)[\s,]+)*)"
@@ -59,7 +65,7 @@ _TARGET = re.compile(
 )
 _QUANTITY = re.compile(
     rf"{_LEAD}(?:(?:what|how)\s+about\s+|(?:and\s+)?for\s+)?"
-    rf"(?:(?P<value>{_NUMBER})\s*|(?:a|an|one)\s+)(?P<unit>.+)",
+    rf"(?:(?P<value>{NUMBER})\s*|(?:a|an|one)\s+)(?P<unit>.+)",
     re.IGNORECASE | re.DOTALL,
 )
 
@@ -109,7 +115,7 @@ class Reading:
 def find_conversions(text: str) -> list[Conversion]:
     """Every candidate conversion in `text`, most specific phrasing first."""
     found: list[Conversion] = []
-    for clause in _clauses(text):
+    for clause in clauses(text):
         found.extend(_how_many(clause))
         found.extend(_value_to_unit(clause))
         if len(found) >= MAX_CONVERSIONS:
@@ -122,10 +128,10 @@ def find_followup(text: str) -> UnitFollowup | None:
 
     Call it on a turn that holds no whole conversion (`find_conversions` found none).
     """
-    for clause in _clauses(text):
+    for clause in clauses(text):
         amount = _QUANTITY.fullmatch(clause)
         if amount is not None and _is_unit(amount.group("unit")):
-            value = _value(amount.group("value"))
+            value = read_value(amount.group("value"))
             if value is not None:
                 return NewQuantity(Quantity(value, amount.group("unit").strip()))
         target = _TARGET.fullmatch(clause)
@@ -155,7 +161,8 @@ def earlier_readings(history: Sequence[Message]) -> Iterator[Reading]:
             yield Reading(quantities=(followup.quantity,))
 
 
-def _clauses(text: str) -> Iterator[str]:
+def clauses(text: str) -> Iterator[str]:
+    """The clauses of `text` a request may sit in, polite endings dropped, long ones skipped."""
     for raw in _CLAUSES.split(text):
         clause = _POLITE.sub("", raw.strip())
         if clause and len(clause) <= MAX_CLAUSE_CHARS:
@@ -173,7 +180,7 @@ def _how_many(clause: str) -> Iterator[Conversion]:
         if amount is None or not _is_unit(target):
             continue
         source = amount.group("unit").strip()
-        value = _value(amount.group("value"))
+        value = read_value(amount.group("value"))
         if value is not None and _is_unit(source):
             yield Conversion(value, source, target)
 
@@ -188,7 +195,7 @@ def _value_to_unit(clause: str) -> Iterator[Conversion]:
             source = left[start.end() :].strip()
             if not _is_unit(source):
                 continue
-            value = _value(start.group("value"))
+            value = read_value(start.group("value"))
             if value is not None:
                 yield Conversion(value, source, target)
             break
@@ -201,7 +208,7 @@ def _is_unit(text: str) -> bool:
     )
 
 
-def _value(text: str | None) -> Fraction | None:
+def read_value(text: str | None) -> Fraction | None:
     """The number as written (1 when there is none); None when it is not usable."""
     if text is None:
         return Fraction(1)

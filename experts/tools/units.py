@@ -8,6 +8,12 @@ never rounded away (1 day = 86400 s).
 The phrasing (`experts.tools.unit_phrases`) is read before pint is touched, so a message
 with no conversion in it is declined without building the unit registry.
 
+Arithmetic on quantities ("12 kg times 4", "5 km minus 300 m in miles", "half of 3 liters";
+see `experts.tools.unit_arithmetic` for what is read and what is refused) is tried before
+a conversion, and answers in the first quantity's unit unless the message names one:
+"12 kg * 4 = 48 kg", "12 in + 3 ft = 48 in". A message with no operator between or
+before its quantities is a conversion, answered as before.
+
 A follow-up that names only a target ("and in feet?") converts the quantity of the most
 recent earlier user turn that names a known one ("convert 5 miles to km" -> 5 miles); one
 that names only a quantity ("and 10 miles?") converts into the most recent earlier known
@@ -25,10 +31,12 @@ from types import MappingProxyType
 import anyio
 import anyio.to_thread
 import pint
+from pint.facets.plain import PlainUnit
 
 from experts.base import Message
 from experts.tools.base import NothingToCompute, ToolInputError, check_length
-from experts.tools.formatting import format_number
+from experts.tools.formatting import Real, format_number
+from experts.tools.unit_arithmetic import Calculation, compute, echo, express, find_calculations
 from experts.tools.unit_phrases import (
     EXPECTED,
     Conversion,
@@ -123,7 +131,7 @@ _PARSE_ERRORS = (
 
 
 class _NotAConversion(Exception):
-    """Neither unit of a candidate is a unit: the words only looked like a conversion."""
+    """No unit a candidate names is a unit: the words only looked like a conversion."""
 
 
 def _build_registry() -> pint.UnitRegistry[float]:
@@ -147,6 +155,11 @@ class UnitConverter:
 
     async def run(self, text: str, history: Sequence[Message] = ()) -> str:
         check_length(text, "unit converter")
+        calculations = find_calculations(text)
+        if calculations:
+            answer = self._first_calculation(await self._ensure_registry(), calculations)
+            if answer is not None:
+                return answer
         conversions = find_conversions(text)
         if conversions:
             return self._first(await self._ensure_registry(), conversions)
@@ -186,6 +199,60 @@ class UnitConverter:
         if first_error is not None:
             raise first_error
         raise NothingToCompute(f"found no known units in the message; {EXPECTED}")
+
+    def _first_calculation(
+        self, registry: pint.UnitRegistry[float], calculations: list[Calculation]
+    ) -> str | None:
+        """The answer to the first candidate whose units are units (None when none are)."""
+        first_error: ToolInputError | None = None
+        for calculation in calculations:
+            try:
+                return self._calculate(registry, calculation)
+            except _NotAConversion:
+                continue
+            except ToolInputError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return None
+
+    def _calculate(self, registry: pint.UnitRegistry[float], calculation: Calculation) -> str:
+        """The worked calculation and its result ("12 kg * 4 = 48 kg")."""
+        units = [
+            None if term.unit is None else _parse_unit(registry, term.unit)
+            for term in calculation.terms
+        ]
+        target = None if calculation.target is None else _parse_unit(registry, calculation.target)
+        named = [(term.unit, unit) for term, unit in zip(calculation.terms, units, strict=True)]
+        named.append((calculation.target, target))
+        written = [(text, unit) for text, unit in named if text is not None]
+        if all(unit is None for _, unit in written):
+            raise _NotAConversion
+        unknown = next((text for text, unit in written if unit is None), None)
+        if unknown is not None:
+            raise ToolInputError(f"unknown unit {unknown!r}")
+        if any(abs(term.value) > MAX_ABS for term in calculation.terms):
+            raise ToolInputError("the number is too large")
+        quantities = [
+            registry.Quantity(float(term.value), unit)
+            for term, unit in zip(calculation.terms, units, strict=True)
+        ]
+        result = express(compute(quantities, calculation), units, target)
+        magnitude = float(result.magnitude)
+        if not math.isfinite(magnitude):
+            raise ToolInputError("the result is too large")
+        amounts = [
+            self._amount(term.value, unit)
+            for term, unit in zip(calculation.terms, units, strict=True)
+        ]
+        worked = echo(calculation, amounts, self._precision)
+        return f"{worked} = {self._amount(magnitude, result.units, UNIT_DIGITS)}"
+
+    def _amount(self, value: Real, unit: PlainUnit | None, digits: int | None = None) -> str:
+        """`value` and its unit as an answer writes them: "5 mi", "1 day", "5"."""
+        text = format_number(value, min(self._precision, digits or self._precision))
+        symbol = "" if unit is None else _symbol(unit, text)
+        return f"{text} {symbol}" if symbol else text
 
     def _convert(self, registry: pint.UnitRegistry[float], conversion: Conversion) -> str:
         source = _parse_unit(registry, conversion.source)
@@ -282,7 +349,7 @@ def _dimension(unit: pint.Unit) -> str:
     return "dimensionless" if unit.dimensionless else str(unit.dimensionality)
 
 
-def _symbol(unit: pint.Unit, value_text: str) -> str:
+def _symbol(unit: PlainUnit, value_text: str) -> str:
     symbol = f"{unit:~P}"
     singular, plural = _WORDS.get(symbol, (symbol, symbol))
     return singular if value_text in ("1", "-1") else plural

@@ -180,7 +180,9 @@ class ConversationRouter:
         vector = (await self._embedder.embed([turns.previous_user]))[0]
         ranked = router.rank(vector)
         score = next((c.score for c in ranked if c.expert == choice), 0.0)
-        decision = Dispatch(choice, score, 0.0, ranked, reason=f"clarified_by_{how}")
+        rival = max((c.score for c in ranked if c.expert != choice), default=-1.0)
+        margin = round(score - rival, 6)
+        decision = Dispatch(choice, score, margin, ranked, reason=f"clarified_by_{how}")
         assert turns.previous_user_index is not None
         return Routed(decision, turns.previous_user, turns.previous_user_index + 1, resolved=how)
 
