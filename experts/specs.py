@@ -25,6 +25,12 @@ class ExpertSpecBase(BaseModel):
     ask: str | None = None
     fallbacks: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=60.0, gt=0)
+    # Few-shot: how many similar good exemplars (with their answers) precede the request.
+    fewshot: int = Field(default=0, ge=0, le=16)
+    # Response cache for this expert: None uses `cache.ttl_s`; 0 turns caching off.
+    cache_ttl_s: float | None = Field(default=None, ge=0)
+    # Semantic (similar-text) cache hits; None uses `cache.semantic`.
+    semantic_cache: bool | None = None
 
     @field_validator("name")
     @classmethod

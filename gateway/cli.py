@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, with_redis_url
 from gateway.settings import Settings
 
 
@@ -79,9 +79,11 @@ def limit_threads(config: Config) -> None:
 
 
 def _route(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.service import ChatCall, Message, build_gateway
+    from experts.base import Message
+    from gateway.components import build_gateway
+    from gateway.outcomes import ChatCall
 
-    config = load_config(settings.config_path, settings.env)
+    config = with_redis_url(load_config(settings.config_path, settings.env), settings.redis_url)
     limit_threads(config)
 
     async def decide() -> dict[str, object]:

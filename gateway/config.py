@@ -53,10 +53,40 @@ class EmbedderConfig(_Section):
 
 
 class MemoryConfig(_Section):
-    backend: Literal["local"] = "local"
+    """Where exemplars, cached answers and pending clarifications live.
+
+    `local`: in this process (optionally snapshotted to a file). `redis`: shared by every
+    replica and kept across restarts; `url` may also come from TASKGATE_REDIS_URL.
+    """
+
+    backend: Literal["local", "redis"] = "local"
+    url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    prefix: str = Field(default="taskgate", pattern=r"^[A-Za-z0-9_.-]+$")
+    snapshot: str | None = None
+    timeout_s: float = Field(default=1.0, gt=0)
+    queue_limit: int = Field(default=10_000, ge=1)
+    vector_search: Literal["auto", "local", "redis"] = "auto"
     clarification_ttl_s: float = Field(default=900.0, gt=0)
     turn_ttl_s: float = Field(default=3600.0, gt=0)
+    # How long an answer can still receive feedback.
+    feedback_ttl_s: float = Field(default=86_400.0, gt=0)
     max_entries: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> MemoryConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("backend: redis needs memory.url (or TASKGATE_REDIS_URL)")
+        return self
+
+
+class CacheConfig(_Section):
+    """The response cache: exact hits, and semantic hits at `threshold` similarity or more."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    semantic: bool = True
+    # Default time to live of a cached answer; an expert's `cache_ttl_s` overrides it.
+    ttl_s: float = Field(default=3600.0, ge=0)
 
 
 class RouterConfig(_Section):
@@ -84,6 +114,7 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     experts: list[ExpertSpec] = Field(min_length=1)
 
@@ -136,6 +167,14 @@ class ConfigError(Exception):
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _Loc = tuple[str | int, ...]
+
+
+def with_redis_url(config: Config, url: str | None) -> Config:
+    """`TASKGATE_REDIS_URL` turns the memory into Redis at that URL."""
+    if not url:
+        return config
+    memory = config.memory.model_copy(update={"backend": "redis", "url": url})
+    return config.model_copy(update={"memory": memory})
 
 
 def default_config_text() -> str:

@@ -28,9 +28,13 @@ class Unauthorized(GatewayError):
     default_code = "invalid_api_key"
 
 
-class ExpertNotFound(GatewayError):
+class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ExpertNotFound(NotFound):
     default_code = "model_not_found"
 
 

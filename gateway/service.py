@@ -1,7 +1,7 @@
-"""The request path: route a chat request, ask or call the expert, return one delta stream.
+"""The request path: route a chat request, ask or answer (cached or from the expert).
 
-`Gateway.handle` is the one orchestration function; read it top to bottom. Everything
-it uses is handed in through the constructor.
+`Gateway.handle` is the one orchestration function; read it top to bottom, it follows the
+numbered steps of the design. Everything it uses is handed in through the constructor.
 """
 
 from __future__ import annotations
@@ -10,108 +10,33 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from experts.base import (
-    Delta,
-    ExpertDeclined,
-    ExpertError,
-    ExpertRejected,
-    ExpertRequest,
-    ExpertTimeout,
-    ExpertUnavailable,
-    JSONValue,
-    Message,
-    Sampling,
-    Usage,
-)
-from experts.registry import BuildContext, ExpertSet
+from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, Sampling, Usage
+from experts.registry import ExpertSet
+from experts.specs import ExpertSpec
 from gateway.config import Config
-from gateway.errors import (
-    ExpertCannotAnswer,
-    ExpertFailed,
-    ExpertNotFound,
-    ExpertTimedOut,
-    GatewayError,
-    InvalidRequest,
-    NotReady,
-)
-from gateway.memory.pending import ConversationMemory, LocalConversationMemory
+from gateway.errors import ExpertNotFound, InvalidRequest, NotReady
+from gateway.learning import Feedback, Learning
+from gateway.memory.bundle import Memory
+from gateway.memory.cache import CacheRequest, cache_request
+from gateway.memory.pending import CompletionRecord
+from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
+from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
 from gateway.routing.clarify import ExpertProfile
 from gateway.routing.conversation import ConversationRouter, Routed, RoutingOptions
-from gateway.routing.embedder import (
-    Embedder,
-    SentenceTransformerEmbedder,
-    resolve_embedder_path,
-)
-from gateway.routing.router import (
-    Candidate,
-    Clarify,
-    Dispatch,
-    Fallback,
-    Router,
-    RouterPolicy,
-    build_router,
-)
+from gateway.routing.embedder import Embedder
+from gateway.routing.router import Candidate, Clarify, Dispatch, Router, RouterPolicy, build_router
+from gateway.streams import close_stream, open_expert, replay, single, translate, usage_from
 
 logger = logging.getLogger(__name__)
 
-AUTO = "auto"
-
-# The expert types the HTTP layer needs, re-exported so it depends on the service alone.
+# What the HTTP layer needs, re-exported so it depends on the service alone.
 __all__ = [
     "AUTO", "ChatCall", "Delta", "Gateway", "JSONValue", "Message", "Reply", "RouteInfo",
     "Sampling", "Usage", "close_stream",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class ChatCall:
-    """A validated chat request, as the gateway sees it."""
-
-    model: str
-    messages: tuple[Message, ...]
-    sampling: Sampling = field(default_factory=Sampling)
-    extra: Mapping[str, JSONValue] = field(default_factory=dict)
-    tenant: str = "default"
-    request_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
-    action: str  # dispatch | clarify | fallback
-    expert: str | None
-    score: float | None
-    margin: float | None
-    candidates: tuple[Candidate, ...]
-    reason: str
-    question: str | None = None
-    options: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, JSONValue]:
-        body: dict[str, JSONValue] = {
-            "action": self.action,
-            "expert": self.expert,
-            "score": self.score,
-            "margin": self.margin,
-            "reason": self.reason,
-            "candidates": [{"expert": c.expert, "score": c.score} for c in self.candidates],
-        }
-        if self.question is not None:
-            body["question"] = self.question
-            body["options"] = list(self.options)
-        return body
-
-
-@dataclass(slots=True)
-class Reply:
-    id: str
-    created: int
-    model: str
-    route: RouteInfo
-    deltas: AsyncIterator[Delta]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,38 +48,45 @@ class _State:
     router: Router
 
 
+@dataclass(frozen=True, slots=True)
+class _CachePlan:
+    request: CacheRequest
+    lookup: bool
+    store: bool
+    semantic: bool
+    ttl_s: float
+
+
 class Gateway:
     def __init__(
-        self,
-        config: Config,
-        embedder: Embedder,
-        experts: ExpertSet,
-        memory: ConversationMemory,
+        self, config: Config, embedder: Embedder, experts: ExpertSet, memory: Memory
     ) -> None:
         self._config = config
         self._embedder = embedder
         self._experts = experts
         self._memory = memory
+        self._learning = Learning(memory, embedder)
         self._state: _State | None = None
         self._router: Router | None = None
         self._routing = ConversationRouter(
             embedder,
             self._current_router,
-            memory,
+            memory.conversation,
             RoutingOptions(
                 followup_max_words=config.router.followup_max_words,
                 resolve_threshold=config.router.resolve_threshold,
                 clarification_ttl_s=config.memory.clarification_ttl_s,
                 turn_ttl_s=config.memory.turn_ttl_s,
             ),
+            exemplars=memory.exemplars,
         )
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start_routing(self) -> None:
-        """Load the embedder and build the router: enough for `route()`."""
+        """Load the embedder and the memory, build the router: enough for `route()`."""
         if self._router is None:
-            await self._embedder.start()
+            await asyncio.gather(self._embedder.start(), self._memory.start())
             self._router = await _router_for(self._config, self._embedder)
 
     async def start(self) -> None:
@@ -172,8 +104,12 @@ class Gateway:
     def config(self) -> Config:
         return self._config
 
+    def memory_status(self) -> StoreStatus:
+        return self._memory.status()
+
     async def aclose(self) -> None:
         await self._experts.aclose()
+        await self._memory.aclose()
         await self._embedder.aclose()
 
     def _current(self) -> _State:
@@ -190,92 +126,147 @@ class Gateway:
 
     async def handle(self, call: ChatCall) -> Reply:
         state = self._current()
-        # 1-4. explicit expert, or route the conversation.
-        if call.model == AUTO:
-            routed = await self._route(call, remember=True)
-        else:
-            routed = _explicit(state.config, call)
-        route = _route_info(routed)
-        reply_id = f"chatcmpl-{uuid.uuid4().hex}"
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        # 1-4. explicit expert, or route the conversation (learned exemplars count).
+        routed = await self._route(call, remember=True)
+        route = route_info(routed)
         _log_route(call, route)
         # 5. Clarify: answer with the question; no expert is called.
         if isinstance(routed.decision, Clarify):
-            return Reply(reply_id, int(time.time()), AUTO, route, _single(routed.decision.question))
-        # 8. call the expert (or its fallbacks), primed so early failures get a status.
-        request = ExpertRequest(
-            messages=call.messages[: routed.keep_messages],
-            sampling=call.sampling,
-            extra=call.extra,
-            request_id=call.request_id,
-        )
+            return Reply(reply_id, created, AUTO, route, single(routed.decision.question))
         assert route.expert is not None
-        expert, deltas = await self._open(state, route.expert, request)
-        if expert != route.expert:
-            route = RouteInfo(
-                route.action, expert, route.score, route.margin, route.candidates,
-                f"{route.reason}+fallback_from_{route.expert}",
-            )  # fmt: skip
-        # 9. record which expert answered, for follow-ups.
-        recorded = self._record(call.tenant, expert, deltas)
-        return Reply(reply_id, int(time.time()), expert, route, recorded)
+        spec = _spec(state.config, route.expert)
+        messages = call.messages[: routed.keep_messages]
+        vector = await self._vector_of(routed, messages)
+        if routed.resolved is not None:
+            await self._learning.learn_clarification(
+                call.tenant, spec.name, routed.routing_text, vector
+            )
+        # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
+        plan = self._cache_plan(state.config, spec, call, messages, vector)
+        cached = None
+        if plan.lookup:
+            cached = await self._memory.cache.lookup(plan.request, semantic=plan.semantic)
+        if cached is not None:
+            usage = usage_from(cached.usage)
+            deltas = replay(cached.content, cached.finish_reason, usage)
+            return Reply(reply_id, created, spec.name, route.with_cached(cached.kind), deltas)
+        # 7. few-shot exemplars of that expert.
+        shots = await self._learning.fewshot(call.tenant, spec.name, spec.fewshot, vector, messages)
+        # 8. call the expert (or its fallbacks), primed so early failures get a status.
+        request = ExpertRequest(shots, call.sampling, call.extra, call.request_id)
+        expert, deltas = await open_expert(state.config, state.experts, spec.name, request)
+        if expert != spec.name:
+            route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
+            plan = self._cache_plan(
+                state.config, _spec(state.config, expert), call, messages, vector
+            )
+        # 9. record: the answer for follow-ups and feedback, and the cache.
+        recorded = self._record(reply_id, call, routed, expert, plan, deltas)
+        return Reply(reply_id, created, expert, route, recorded)
 
     async def route(self, call: ChatCall) -> RouteInfo:
         """The routing decision alone: no expert is called and nothing is remembered."""
-        if call.model != AUTO:
-            return _route_info(_explicit(self._config, call))
-        return _route_info(await self._route(call, remember=False))
-
-    def expert_profiles(self) -> list[tuple[str, str, str]]:
-        """(name, kind, description) of every expert, in config order."""
-        return [(spec.name, spec.kind, spec.description) for spec in self._config.experts]
+        return route_info(await self._route(call, remember=False))
 
     async def _route(self, call: ChatCall, *, remember: bool) -> Routed:
+        if call.model != AUTO:
+            return _explicit(self._config, call)
         try:
             return await self._routing.route(call.messages, call.tenant, remember=remember)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
 
-    async def _open(
-        self, state: _State, first: str, request: ExpertRequest
-    ) -> tuple[str, AsyncIterator[Delta]]:
-        """Start the expert's stream and wait for its first delta, trying fallbacks."""
-        spec = state.config.expert(first)
-        chain = [first, *(spec.fallbacks if spec is not None else [])]
-        failure: ExpertError | None = None
-        for name in chain:
-            expert_spec = state.config.expert(name)
-            timeout = expert_spec.timeout_s if expert_spec is not None else 60.0
-            stream = state.experts[name].stream(request)
-            try:
-                first_delta = await asyncio.wait_for(_first(stream), timeout)
-            except (ExpertDeclined, ExpertUnavailable) as exc:
-                await close_stream(stream)
-                logger.warning("expert failed before answering", extra={"expert": name})
-                failure = exc
-                continue
-            except TimeoutError as exc:
-                await close_stream(stream)
-                raise ExpertTimedOut(f"expert '{name}' timed out after {timeout:g}s") from exc
-            except ExpertError as exc:
-                await close_stream(stream)
-                raise _translate(exc) from exc
-            return name, _prepend(first_delta, stream)
-        assert failure is not None
-        raise _translate(failure) from failure
+    async def _vector_of(self, routed: Routed, messages: tuple[Message, ...]) -> Vector:
+        """The embedding of the last user turn (routing usually computed it already)."""
+        last_user = next(m.content for m in reversed(messages) if m.role == "user")
+        if routed.vector is not None and routed.routing_text == last_user:
+            return routed.vector
+        vector: Vector = (await self._embedder.embed([last_user]))[0]
+        return vector
+
+    def _cache_plan(
+        self,
+        config: Config,
+        spec: ExpertSpec,
+        call: ChatCall,
+        messages: tuple[Message, ...],
+        vector: Vector,
+    ) -> _CachePlan:
+        ttl = spec.cache_ttl_s if spec.cache_ttl_s is not None else config.cache.ttl_s
+        repeatable = call.sampling.is_greedy() or call.sampling.seed is not None
+        usable = config.cache.enabled and ttl > 0 and repeatable
+        params: dict[str, object] = {"sampling": call.sampling, "extra": dict(call.extra)}
+        pairs = [(m.role, m.content) for m in messages]
+        request = cache_request(call.tenant, spec.name, pairs, params, vector)
+        semantic = spec.semantic_cache if spec.semantic_cache is not None else config.cache.semantic
+        return _CachePlan(
+            request,
+            lookup=usable and "no-cache" not in call.cache_control,
+            store=usable and "no-store" not in call.cache_control,
+            semantic=semantic,
+            ttl_s=ttl,
+        )
 
     async def _record(
-        self, tenant: str, expert: str, deltas: AsyncIterator[Delta]
+        self,
+        reply_id: str,
+        call: ChatCall,
+        routed: Routed,
+        expert: str,
+        plan: _CachePlan,
+        deltas: AsyncIterator[Delta],
     ) -> AsyncIterator[Delta]:
         parts: list[str] = []
+        finish: str | None = None
+        usage: Usage | None = None
         try:
             async for delta in deltas:
                 parts.append(delta.content)
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
                 yield delta
         except ExpertError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             await close_stream(deltas)
-        await self._routing.remember_answer(tenant, "".join(parts), expert)
+        if finish is None:
+            return  # an incomplete answer is neither remembered nor cached
+        answer = "".join(parts)
+        await self._routing.remember_answer(call.tenant, answer, expert)
+        record = CompletionRecord(
+            reply_id, call.tenant, expert, routed.routing_text, answer, time.time()
+        )
+        await self._learning.remember_completion(record, self._config.memory.feedback_ttl_s)
+        if plan.store:
+            counts = None if usage is None else {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            }  # fmt: skip
+            await self._memory.cache.store(plan.request, answer, finish, counts, plan.ttl_s)
+
+    # -- learning -------------------------------------------------------------------
+
+    async def feedback(self, tenant: str, completion_id: str, rating: int) -> Feedback:
+        return await self._learning.feedback(tenant, completion_id, rating)
+
+    async def add_exemplar(
+        self, tenant: str, expert: str, text: str, response: str | None, good: bool
+    ) -> Exemplar:
+        return await self._learning.add(self._config, tenant, expert, text, response, good)
+
+    async def exemplars(
+        self, tenant: str, expert: str | None, source: Source | None, limit: int, offset: int
+    ) -> list[Exemplar]:
+        return await self._learning.listing(tenant, expert, source, limit, offset)
+
+    async def delete_exemplar(self, tenant: str, exemplar_id: str) -> None:
+        await self._learning.delete(tenant, exemplar_id)
+
+    def expert_profiles(self) -> list[tuple[str, str, str]]:
+        """(name, kind, description) of every expert, in config order."""
+        return [(spec.name, spec.kind, spec.description) for spec in self._config.experts]
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,23 +292,20 @@ async def _router_for(config: Config, embedder: Embedder) -> Router:
     )
 
 
+def _spec(config: Config, name: str) -> ExpertSpec:
+    spec = config.expert(name)
+    if spec is None:  # the router only knows configured experts
+        raise ExpertNotFound(f"unknown expert '{name}'")
+    return spec
+
+
 def _explicit(config: Config, call: ChatCall) -> Routed:
     if config.expert(call.model) is None:
         known = ", ".join([AUTO, *(spec.name for spec in config.experts)])
         raise ExpertNotFound(f"unknown model '{call.model}'; use one of: {known}", param="model")
     decision = Dispatch(call.model, 1.0, 0.0, (Candidate(call.model, 1.0),), reason="explicit")
-    return Routed(decision, "", len(call.messages))
-
-
-def _route_info(routed: Routed) -> RouteInfo:
-    d = routed.decision
-    if isinstance(d, Dispatch):
-        return RouteInfo("dispatch", d.expert, d.score, d.margin, d.candidates, d.reason)
-    if isinstance(d, Fallback):
-        return RouteInfo("fallback", d.expert, d.score, d.margin, d.candidates, d.reason)
-    return RouteInfo(
-        "clarify", None, d.score, d.margin, d.candidates, d.reason, d.question, d.options
-    )
+    last_user = next((m.content for m in reversed(call.messages) if m.role == "user"), "")
+    return Routed(decision, last_user, len(call.messages))
 
 
 def _log_route(call: ChatCall, route: RouteInfo) -> None:
@@ -325,6 +313,7 @@ def _log_route(call: ChatCall, route: RouteInfo) -> None:
         "routed",
         extra={
             "request_id": call.request_id,
+            "tenant": call.tenant,
             "action": route.action,
             "expert": route.expert,
             "score": route.score,
@@ -332,56 +321,3 @@ def _log_route(call: ChatCall, route: RouteInfo) -> None:
             "reason": route.reason,
         },
     )
-
-
-def _translate(exc: ExpertError) -> GatewayError:
-    if isinstance(exc, ExpertTimeout):
-        return ExpertTimedOut(f"expert '{exc.expert}' timed out: {exc.message}")
-    if isinstance(exc, ExpertRejected):
-        return InvalidRequest(f"expert '{exc.expert}' rejected the request: {exc.message}")
-    if isinstance(exc, ExpertDeclined):
-        return ExpertCannotAnswer(f"expert '{exc.expert}' cannot answer this: {exc.message}")
-    return ExpertFailed(f"expert '{exc.expert}' failed: {exc.message}")
-
-
-async def _first(stream: AsyncIterator[Delta]) -> Delta | None:
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        return None
-
-
-async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
-    try:
-        if first is not None:
-            yield first
-            async for delta in rest:
-                yield delta
-    finally:
-        await close_stream(rest)
-
-
-async def _single(text: str) -> AsyncIterator[Delta]:
-    yield Delta(content=text)
-    words = len(text.split())
-    yield Delta(finish_reason="stop", usage=Usage(0, words, words))
-
-
-async def close_stream(stream: AsyncIterator[Delta]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def build_gateway(config: Config, home: Path) -> Gateway:
-    """Construct the gateway and its collaborators for `config` (nothing starts yet)."""
-    embedder = SentenceTransformerEmbedder(
-        resolve_embedder_path(config.embedder.model),
-        device=config.embedder.device,
-        batch_size=config.embedder.batch_size,
-        batch_wait_ms=config.embedder.batch_wait_ms,
-        cache_size=config.embedder.cache_size,
-    )
-    experts = ExpertSet.from_specs(config.experts, BuildContext(cache_dir=home))
-    memory = LocalConversationMemory(max_entries=config.memory.max_entries)
-    return Gateway(config, embedder, experts, memory)

@@ -10,6 +10,7 @@ from pathlib import Path
 ENV_CONFIG = "TASKGATE_CONFIG"
 ENV_HOME = "TASKGATE_HOME"
 ENV_LOG_LEVEL = "TASKGATE_LOG_LEVEL"
+ENV_REDIS_URL = "TASKGATE_REDIS_URL"
 
 
 def default_home() -> Path:
@@ -23,6 +24,8 @@ class Settings:
     # Where converted model weights and other caches live.
     home: Path = field(default_factory=default_home)
     log_level: str = "INFO"
+    # Overrides the config's memory with Redis at this URL.
+    redis_url: str | None = None
     # Variables `${NAME}` in the config may refer to.
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -35,6 +38,7 @@ class Settings:
             config_path=Path(config) if config else None,
             home=Path(home) if home else default_home(),
             log_level=source.get(ENV_LOG_LEVEL, "INFO").upper(),
+            redis_url=source.get(ENV_REDIS_URL) or None,
             env=source,
         )
 

@@ -19,12 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.memory import router as memory_router
 from gateway.api.middleware import BodyLimit, RequestIds
 from gateway.api.openai import router
 from gateway.api.sse import error_body
-from gateway.config import load_config
+from gateway.components import build_gateway
+from gateway.config import load_config, with_redis_url
 from gateway.errors import GatewayError
-from gateway.service import Gateway, build_gateway
+from gateway.service import Gateway
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def build_app(gateway: Gateway, max_body_bytes: int) -> FastAPI:
     app.state.started_at = time.time()
     app.state.startup_error = None
     app.include_router(router)
+    app.include_router(memory_router)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -127,5 +130,5 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """Load the configured (or embedded default) config and build the whole app."""
-    config = load_config(settings.config_path, settings.env)
+    config = with_redis_url(load_config(settings.config_path, settings.env), settings.redis_url)
     return build_app(build_gateway(config, settings.home), config.server.max_body_bytes)

@@ -17,6 +17,12 @@ router = APIRouter()
 Context = Annotated[RequestContext, Depends(request_context)]
 
 
+def cache_control(request: Request) -> frozenset[str]:
+    """The request's Cache-Control directives, lower-cased (`no-cache`, `no-store`)."""
+    header = request.headers.get("cache-control", "")
+    return frozenset(part.strip().lower() for part in header.split(",") if part.strip())
+
+
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -26,7 +32,7 @@ def _gateway(request: Request) -> Gateway:
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, context: Context
 ) -> Response:
-    call = body.to_call(context.tenant, context.request_id)
+    call = body.to_call(context.tenant, context.request_id, cache_control(request))
     reply = await _gateway(request).handle(call)
     headers = route_headers(reply.route)
     if body.stream:
@@ -80,6 +86,14 @@ async def readyz(request: Request) -> JSONResponse:
     gateway = _gateway(request)
     failure: str | None = request.app.state.startup_error
     if gateway.ready:
+        memory = gateway.memory_status()
+        if not memory.ok:  # still serving: routing uses what it last synced
+            body = {
+                "status": "degraded",
+                "detail": memory.detail,
+                "queued_writes": memory.queued_writes,
+            }
+            return JSONResponse(body)
         return JSONResponse({"status": "ready"})
     status = "failed" if failure else "starting"
     return JSONResponse({"status": status, "detail": failure}, status_code=503)

@@ -81,7 +81,9 @@ class ChatCompletionRequest(BaseModel):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
-    def to_call(self, tenant: str, request_id: str) -> ChatCall:
+    def to_call(
+        self, tenant: str, request_id: str, cache_control: frozenset[str] = frozenset()
+    ) -> ChatCall:
         messages = tuple(
             Message(role="system" if m.role == "developer" else m.role, content=m.text(i))
             for i, m in enumerate(self.messages)
@@ -102,7 +104,7 @@ class ChatCompletionRequest(BaseModel):
             repetition_penalty=self.repetition_penalty,
         )
         extra: dict[str, JSONValue] = dict(self.model_extra or {})
-        return ChatCall(self.model, messages, sampling, extra, tenant, request_id)
+        return ChatCall(self.model, messages, sampling, extra, tenant, request_id, cache_control)
 
 
 class RouteRequest(BaseModel):
@@ -124,3 +126,19 @@ class RouteRequest(BaseModel):
         messages = self.messages or [ChatMessageIn(role="user", content=self.input)]
         chat = ChatCompletionRequest(model=self.model, messages=messages)
         return chat.to_call(tenant, request_id)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    rating: Literal[1, -1]
+
+
+class ExemplarIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expert: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=8000)
+    response: str | None = Field(default=None, max_length=32000)
+    good: bool = True

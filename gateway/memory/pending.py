@@ -26,6 +26,19 @@ class PendingClarification:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class CompletionRecord:
+    """An answer the gateway gave, kept for a while so the user can rate it."""
+
+    id: str
+    tenant: str
+    expert: str
+    # The request text it answered (the routing text), and the answer.
+    text: str
+    answer: str
+    created: float
+
+
 def conversation_key(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -46,6 +59,10 @@ class ConversationMemory(Protocol):
     async def put_turn(self, tenant: str, key: str, expert: str, ttl_s: float) -> None: ...
 
     async def get_turn(self, tenant: str, key: str) -> str | None: ...
+
+    async def put_completion(self, record: CompletionRecord, ttl_s: float) -> None: ...
+
+    async def get_completion(self, tenant: str, completion_id: str) -> CompletionRecord | None: ...
 
 
 class _ExpiringMap(Generic[V]):
@@ -82,6 +99,7 @@ class LocalConversationMemory:
     def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.time) -> None:
         self._clarifications: _ExpiringMap[PendingClarification] = _ExpiringMap(max_entries, clock)
         self._turns: _ExpiringMap[str] = _ExpiringMap(max_entries, clock)
+        self._completions: _ExpiringMap[CompletionRecord] = _ExpiringMap(max_entries, clock)
 
     async def put_clarification(
         self, tenant: str, key: str, pending: PendingClarification, ttl_s: float
@@ -99,3 +117,9 @@ class LocalConversationMemory:
 
     async def get_turn(self, tenant: str, key: str) -> str | None:
         return self._turns.get((tenant, key))
+
+    async def put_completion(self, record: CompletionRecord, ttl_s: float) -> None:
+        self._completions.put((record.tenant, record.id), record, ttl_s)
+
+    async def get_completion(self, tenant: str, completion_id: str) -> CompletionRecord | None:
+        return self._completions.get((tenant, completion_id))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from gateway.memory.pending import ConversationMemory, PendingClarification, conversation_key
+from gateway.memory.records import ExemplarStore, Vector
 from gateway.routing.clarify import resolve_by_name, resolve_by_ordinal
 from gateway.routing.embedder import Embedder
 from gateway.routing.router import Clarify, Decision, Dispatch, Router
@@ -66,6 +67,8 @@ class RoutingOptions:
     resolve_threshold: float = 0.25
     clarification_ttl_s: float = 900.0
     turn_ttl_s: float = 3600.0
+    # How many learned exemplars a routing decision looks at.
+    exemplar_k: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ class Routed:
     keep_messages: int
     resolved: Resolution | None = None
     followup: bool = False
+    # The embedding of `routing_text` (None when routing was skipped).
+    vector: Vector | None = None
 
 
 class ConversationRouter:
@@ -86,11 +91,13 @@ class ConversationRouter:
         router: Callable[[], Router],
         memory: ConversationMemory,
         options: RoutingOptions,
+        exemplars: ExemplarStore | None = None,
     ) -> None:
         self._embedder = embedder
         self._router = router
         self._memory = memory
         self._options = options
+        self._exemplars = exemplars
 
     async def route(
         self, messages: Sequence[ChatTurn], tenant: str, *, remember: bool = True
@@ -116,23 +123,38 @@ class ConversationRouter:
         self, router: Router, turns: Turns, n_messages: int, tenant: str
     ) -> Routed:
         vector = (await self._embedder.embed([turns.last_user]))[0]
-        decision = router.decide(vector)
-        routed = Routed(decision, turns.last_user, n_messages)
+        decision = router.decide(vector, extra=await self._learned(router, vector, tenant))
+        routed = Routed(decision, turns.last_user, n_messages, vector=vector)
         if isinstance(decision, Dispatch) or not self._is_followup(turns):
             return routed
         assert turns.previous_user is not None
         previous_expert = await self._previous_expert(router, turns, tenant)
         context = f"{turns.previous_user}\n{turns.last_user}"
         context_vector = (await self._embedder.embed([context]))[0]
-        with_context = router.decide(context_vector, prefer=previous_expert)
+        learned = await self._learned(router, context_vector, tenant)
+        with_context = router.decide(context_vector, prefer=previous_expert, extra=learned)
         if isinstance(with_context, Dispatch):
             return Routed(
                 replace(with_context, reason=f"followup_{with_context.reason}"),
                 context,
                 n_messages,
                 followup=True,
+                vector=context_vector,
             )
         return routed
+
+    async def _learned(self, router: Router, vector: Vector, tenant: str) -> dict[str, list[float]]:
+        """Similarities of the tenant's learned exemplars, per expert, to count in routing."""
+        if self._exemplars is None:
+            return {}
+        hits = await self._exemplars.search(
+            vector, self._options.exemplar_k, tenant=tenant, good_only=True
+        )
+        learned: dict[str, list[float]] = {}
+        for hit in hits:
+            if hit.exemplar.expert in router.profiles:
+                learned.setdefault(hit.exemplar.expert, []).append(hit.score)
+        return learned
 
     def _is_followup(self, turns: Turns) -> bool:
         return (
@@ -149,7 +171,7 @@ class ConversationRouter:
                 return remembered
         assert turns.previous_user is not None
         vector = (await self._embedder.embed([turns.previous_user]))[0]
-        decision = router.decide(vector)
+        decision = router.decide(vector, extra=await self._learned(router, vector, tenant))
         return decision.expert if isinstance(decision, Dispatch) else None
 
     async def _remember_question(self, tenant: str, decision: Clarify, asked_about: str) -> None:
@@ -178,7 +200,7 @@ class ConversationRouter:
         if remember:
             await self._memory.drop_clarification(tenant, key)
         vector = (await self._embedder.embed([turns.previous_user]))[0]
-        ranked = router.rank(vector)
+        ranked = router.rank(vector, await self._learned(router, vector, tenant))
         score = next((c.score for c in ranked if c.expert == choice), 0.0)
         rival = max((c.score for c in ranked if c.expert != choice), default=-1.0)
         margin = round(score - rival, 6)

@@ -88,21 +88,32 @@ class ExemplarIndex:
     def count(self, expert: str) -> int:
         return int(self._counts[self.experts.index(expert)])
 
-    def scores(self, vector: Vector, aggregate: str, top_k: int) -> NDArray[np.float32]:
-        """One score per expert (in `self.experts` order); -1 for an expert with no exemplars."""
+    def scores(
+        self,
+        vector: Vector,
+        aggregate: str,
+        top_k: int,
+        extra: Mapping[str, Sequence[float]] | None = None,
+    ) -> NDArray[np.float32]:
+        """One score per expert (in `self.experts` order); -1 for an expert with no exemplars.
+
+        `extra` adds similarities of further exemplars per expert (runtime exemplars found
+        in the memory); they count exactly like the indexed ones.
+        """
         out = np.full(len(self.experts), -1.0, dtype=np.float32)
-        if len(self._matrix) == 0:
-            return out
         sims = self._matrix @ np.asarray(vector, dtype=np.float32).reshape(self.dim)
         for i, (start, count) in enumerate(zip(self._starts, self._counts, strict=True)):
-            if count == 0:
-                continue
             block = sims[start : start + count]
-            if aggregate == "max" or count == 1:
+            more = (extra or {}).get(self.experts[i])
+            if more:
+                block = np.concatenate([block, np.asarray(more, dtype=np.float32)])
+            if len(block) == 0:
+                continue
+            if aggregate == "max" or len(block) == 1:
                 out[i] = block.max()
             else:
-                k = min(top_k, int(count))
-                out[i] = np.partition(block, count - k)[count - k :].mean()
+                k = min(top_k, len(block))
+                out[i] = np.partition(block, len(block) - k)[len(block) - k :].mean()
         return out
 
 
@@ -121,13 +132,21 @@ class Router:
         self.profiles = profiles
         self.profile_vectors = dict(profile_vectors or {})
 
-    def rank(self, vector: Vector) -> tuple[Candidate, ...]:
-        scores = self.index.scores(vector, self.policy.aggregate, self.policy.top_k)
+    def rank(
+        self, vector: Vector, extra: Mapping[str, Sequence[float]] | None = None
+    ) -> tuple[Candidate, ...]:
+        scores = self.index.scores(vector, self.policy.aggregate, self.policy.top_k, extra)
         order = np.argsort(-scores, kind="stable")
         return tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
 
-    def decide(self, vector: Vector, prefer: str | None = None) -> Decision:
-        ranked = self.rank(vector)
+    def decide(
+        self,
+        vector: Vector,
+        prefer: str | None = None,
+        extra: Mapping[str, Sequence[float]] | None = None,
+    ) -> Decision:
+        """Decide for `vector`; `extra` are further exemplar similarities per expert."""
+        ranked = self.rank(vector, extra)
         if not ranked:
             raise ValueError("router has no experts")
         best = ranked[0]

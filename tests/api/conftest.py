@@ -11,7 +11,10 @@ from experts.base import ExpertDeclined, ExpertRejected, ExpertUnavailable
 from experts.registry import ExpertSet
 from gateway.api.app import build_app
 from gateway.config import parse_config
+from gateway.memory.bundle import Memory
+from gateway.memory.cache import ResponseCache
 from gateway.memory.pending import LocalConversationMemory
+from gateway.memory.store import LocalStore
 from gateway.service import Gateway
 from tests.fakes import KeywordEmbedder, ScriptedExpert
 from tests.support.asgi import serve
@@ -65,6 +68,11 @@ class Served:
         self.http = httpx.Client(base_url=url, timeout=10)
 
 
+def local_memory() -> Memory:
+    cache_store = LocalStore()
+    return Memory(LocalConversationMemory(), LocalStore(), ResponseCache(cache_store), cache_store)
+
+
 def wait_ready(url: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -79,9 +87,8 @@ def served() -> Iterator[Served]:
     config = parse_config(CONFIG, "test.yaml", {})
     experts = make_experts()
     gateway = Gateway(
-        config, KeywordEmbedder(KEYWORDS), ExpertSet(list(experts.values())),
-        LocalConversationMemory(),
-    )  # fmt: skip
+        config, KeywordEmbedder(KEYWORDS), ExpertSet(list(experts.values())), local_memory()
+    )
     with serve(build_app(gateway, config.server.max_body_bytes)) as url:
         wait_ready(url)
         yield Served(url, experts)

@@ -1,0 +1,79 @@
+"""Builds the gateway and its collaborators from a config (the composition root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from experts.registry import BuildContext, ExpertSet
+from gateway.config import Config, MemoryConfig
+from gateway.memory.bundle import Memory
+from gateway.memory.cache import ResponseCache
+from gateway.memory.pending import LocalConversationMemory
+from gateway.memory.redis_conversation import RedisConversationMemory
+from gateway.memory.redis_store import RedisStore
+from gateway.memory.store import LocalStore
+from gateway.routing.embedder import SentenceTransformerEmbedder, resolve_embedder_path
+from gateway.service import Gateway
+
+
+def build_gateway(config: Config, home: Path) -> Gateway:
+    """Construct the gateway for `config` (nothing starts yet; `Gateway.start` does)."""
+    embedder = SentenceTransformerEmbedder(
+        resolve_embedder_path(config.embedder.model),
+        device=config.embedder.device,
+        batch_size=config.embedder.batch_size,
+        batch_wait_ms=config.embedder.batch_wait_ms,
+        cache_size=config.embedder.cache_size,
+    )
+    experts = ExpertSet.from_specs(config.experts, BuildContext(cache_dir=home))
+    return Gateway(config, embedder, experts, build_memory(config))
+
+
+def build_memory(config: Config) -> Memory:
+    settings = config.memory
+    if settings.backend == "redis":
+        return _redis_memory(config)
+    snapshot = Path(settings.snapshot).expanduser() if settings.snapshot else None
+    exemplars = LocalStore(snapshot=snapshot)
+    cache_store = LocalStore()
+    conversation = LocalConversationMemory(max_entries=settings.max_entries)
+    cache = ResponseCache(cache_store, threshold=config.cache.threshold)
+    return Memory(conversation, exemplars, cache, cache_store)
+
+
+def _redis_memory(config: Config) -> Memory:
+    settings = config.memory
+    client = redis_client(settings)
+
+    def store(namespace: str) -> RedisStore:
+        return RedisStore(
+            client,
+            namespace=namespace,
+            prefix=settings.prefix,
+            queue_limit=settings.queue_limit,
+            vector_search=settings.vector_search,
+            timeout_s=settings.timeout_s,
+        )
+
+    exemplars, cache_store = store("exemplars"), store("cache")
+    conversation = RedisConversationMemory(
+        client,
+        prefix=settings.prefix,
+        timeout_s=settings.timeout_s,
+        fallback=LocalConversationMemory(max_entries=settings.max_entries),
+    )
+    cache = ResponseCache(cache_store, threshold=config.cache.threshold)
+    return Memory(conversation, exemplars, cache, cache_store, closers=(client.aclose,))
+
+
+def redis_client(settings: MemoryConfig) -> Redis:
+    assert settings.url is not None
+    return Redis.from_url(
+        settings.url,
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.timeout_s,
+        health_check_interval=30,
+        protocol=2,
+    )

@@ -1,0 +1,80 @@
+"""The gateway's request and answer values, independent of HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from experts.base import Delta, JSONValue, Message, Sampling
+from gateway.routing.conversation import Routed
+from gateway.routing.router import Candidate, Dispatch, Fallback
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """A validated chat request, as the gateway sees it."""
+
+    model: str
+    messages: tuple[Message, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    extra: Mapping[str, JSONValue] = field(default_factory=dict)
+    tenant: str = "default"
+    request_id: str = ""
+    # Cache-Control directives: "no-cache" skips cache lookups, "no-store" storing.
+    cache_control: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    action: str  # dispatch | clarify | fallback
+    expert: str | None
+    score: float | None
+    margin: float | None
+    candidates: tuple[Candidate, ...]
+    reason: str
+    question: str | None = None
+    options: tuple[str, ...] = ()
+    cached: str | None = None  # exact | semantic
+
+    def with_expert(self, expert: str, reason: str) -> RouteInfo:
+        return replace(self, expert=expert, reason=reason)
+
+    def with_cached(self, kind: str) -> RouteInfo:
+        return replace(self, cached=kind)
+
+    def to_json(self) -> dict[str, JSONValue]:
+        body: dict[str, JSONValue] = {
+            "action": self.action,
+            "expert": self.expert,
+            "score": self.score,
+            "margin": self.margin,
+            "reason": self.reason,
+            "cached": self.cached,
+            "candidates": [{"expert": c.expert, "score": c.score} for c in self.candidates],
+        }
+        if self.question is not None:
+            body["question"] = self.question
+            body["options"] = list(self.options)
+        return body
+
+
+@dataclass(slots=True)
+class Reply:
+    id: str
+    created: int
+    model: str
+    route: RouteInfo
+    deltas: AsyncIterator[Delta]
+
+
+def route_info(routed: Routed) -> RouteInfo:
+    d = routed.decision
+    if isinstance(d, Dispatch):
+        return RouteInfo("dispatch", d.expert, d.score, d.margin, d.candidates, d.reason)
+    if isinstance(d, Fallback):
+        return RouteInfo("fallback", d.expert, d.score, d.margin, d.candidates, d.reason)
+    return RouteInfo(
+        "clarify", None, d.score, d.margin, d.candidates, d.reason, d.question, d.options
+    )

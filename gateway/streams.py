@@ -1,0 +1,126 @@
+"""Delta streams: opening an expert's stream (with its fallbacks), replaying cached text.
+
+`open_expert` waits for the first delta before the HTTP layer sends headers, so a failure
+that happens before the expert says anything still gets a proper status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from experts.base import (
+    Delta,
+    ExpertDeclined,
+    ExpertError,
+    ExpertRejected,
+    ExpertRequest,
+    ExpertTimeout,
+    ExpertUnavailable,
+    Usage,
+)
+from experts.registry import ExpertSet
+from gateway.config import Config
+from gateway.errors import (
+    ExpertCannotAnswer,
+    ExpertFailed,
+    ExpertTimedOut,
+    GatewayError,
+    InvalidRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+_PIECE = re.compile(r"\S+\s*|\s+")
+_WORDS_PER_PIECE = 3
+
+
+async def open_expert(
+    config: Config, experts: ExpertSet, first: str, request: ExpertRequest
+) -> tuple[str, AsyncIterator[Delta]]:
+    """Start `first`'s stream and wait for its first delta, trying its fallbacks in order.
+
+    A fallback is tried when an expert declines or is unavailable before answering.
+    Returns the expert that answered and its (primed) stream.
+    """
+    spec = config.expert(first)
+    chain = [first, *(spec.fallbacks if spec is not None else [])]
+    failure: ExpertError | None = None
+    for name in chain:
+        expert_spec = config.expert(name)
+        timeout = expert_spec.timeout_s if expert_spec is not None else 60.0
+        stream = experts[name].stream(request)
+        try:
+            first_delta = await asyncio.wait_for(_first(stream), timeout)
+        except (ExpertDeclined, ExpertUnavailable) as exc:
+            await close_stream(stream)
+            logger.warning("expert failed before answering", extra={"expert": name})
+            failure = exc
+            continue
+        except TimeoutError as exc:
+            await close_stream(stream)
+            raise ExpertTimedOut(f"expert '{name}' timed out after {timeout:g}s") from exc
+        except ExpertError as exc:
+            await close_stream(stream)
+            raise translate(exc) from exc
+        return name, _prepend(first_delta, stream)
+    assert failure is not None
+    raise translate(failure) from failure
+
+
+def translate(exc: ExpertError) -> GatewayError:
+    """An expert's failure as the gateway error the client sees, naming the expert."""
+    if isinstance(exc, ExpertTimeout):
+        return ExpertTimedOut(f"expert '{exc.expert}' timed out: {exc.message}")
+    if isinstance(exc, ExpertRejected):
+        return InvalidRequest(f"expert '{exc.expert}' rejected the request: {exc.message}")
+    if isinstance(exc, ExpertDeclined):
+        return ExpertCannotAnswer(f"expert '{exc.expert}' cannot answer this: {exc.message}")
+    return ExpertFailed(f"expert '{exc.expert}' failed: {exc.message}")
+
+
+async def single(text: str) -> AsyncIterator[Delta]:
+    """A whole answer the gateway writes itself (a clarification question)."""
+    yield Delta(content=text)
+    words = len(text.split())
+    yield Delta(finish_reason="stop", usage=Usage(0, words, words))
+
+
+async def replay(text: str, finish_reason: str, usage: Usage | None) -> AsyncIterator[Delta]:
+    """A cached answer as a stream of a few words per delta, like the original."""
+    pieces = _PIECE.findall(text)
+    for start in range(0, len(pieces), _WORDS_PER_PIECE):
+        yield Delta(content="".join(pieces[start : start + _WORDS_PER_PIECE]))
+    yield Delta(finish_reason=finish_reason, usage=usage)
+
+
+def usage_from(data: dict[str, int] | None) -> Usage | None:
+    if not data:
+        return None
+    prompt, completion = int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0))
+    return Usage(prompt, completion, int(data.get("total_tokens", prompt + completion)))
+
+
+async def close_stream(stream: AsyncIterator[Delta]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _first(stream: AsyncIterator[Delta]) -> Delta | None:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    try:
+        if first is not None:
+            yield first
+            async for delta in rest:
+                yield delta
+    finally:
+        await close_stream(rest)
