@@ -37,12 +37,17 @@ class RouteInfo:
     question: str | None = None
     options: tuple[str, ...] = ()
     cached: str | None = None  # exact | semantic
+    # How many few-shot exemplars preceded the request.
+    fewshot: int = 0
 
     def with_expert(self, expert: str, reason: str) -> RouteInfo:
         return replace(self, expert=expert, reason=reason)
 
     def with_cached(self, kind: str) -> RouteInfo:
         return replace(self, cached=kind)
+
+    def with_fewshot(self, count: int) -> RouteInfo:
+        return replace(self, fewshot=count)
 
     def to_json(self) -> dict[str, JSONValue]:
         body: dict[str, JSONValue] = {
@@ -52,6 +57,7 @@ class RouteInfo:
             "margin": self.margin,
             "reason": self.reason,
             "cached": self.cached,
+            "fewshot": self.fewshot,
             "candidates": [{"expert": c.expert, "score": c.score} for c in self.candidates],
         }
         if self.question is not None:

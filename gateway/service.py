@@ -153,6 +153,7 @@ class Gateway:
             return Reply(reply_id, created, spec.name, route.with_cached(cached.kind), deltas)
         # 7. few-shot exemplars of that expert.
         shots = await self._learning.fewshot(call.tenant, spec.name, spec.fewshot, vector, messages)
+        route = route.with_fewshot((len(shots) - len(messages)) // 2)
         # 8. call the expert (or its fallbacks), primed so early failures get a status.
         request = ExpertRequest(shots, call.sampling, call.extra, call.request_id)
         expert, deltas = await open_expert(state.config, state.experts, spec.name, request)

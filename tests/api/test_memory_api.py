@@ -103,7 +103,8 @@ def test_positive_feedback_becomes_a_fewshot_example(app: App) -> None:
     assert (exemplar["source"], exemplar["good"], exemplar["response"]) == (
         "feedback", True, "converted",
     )  # fmt: skip
-    ask(acme, "convert kilo to pounds", temperature=0.5)
+    second = ask(acme, "convert kilo to pounds", temperature=0.5)
+    assert route_of(second)["fewshot"] == 1
     sent = app.experts["units"].requests[-1].messages
     assert [(m.role, m.content) for m in sent] == [
         ("user", "convert kilo to grams"),
