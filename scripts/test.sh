@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, and every test (unit, API, integration with a real
-# vLLM server). Installs what it needs first; the vLLM virtualenv is built once into the
-# cache (${TASKGATE_HOME:-~/.cache/taskgate}) and reused afterwards.
+# vLLM server and real Redis servers). Installs what it needs first; the vLLM virtualenv
+# and Redis Stack are built once into the cache (${TASKGATE_HOME:-~/.cache/taskgate}) and
+# reused afterwards.
 #
 #   bash scripts/test.sh [pytest args...]
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
+echo "[test] preparing Redis (apt) and Redis Stack (cached)" >&2
+bash scripts/redis_env.sh >/dev/null
 echo "[test] preparing the vLLM server environment" >&2
 bash scripts/vllm_env.sh >/dev/null
 
