@@ -84,11 +84,15 @@ class Delta:
     """One step of an answer: some text, and on the last step the finish reason.
 
     `usage` arrives at most once, on or after the step that carries `finish_reason`.
+    `meta` holds facts about the answer an expert reports on its final delta, as JSON keyed
+    by kind (a fusion expert's `{"fusion": {...}}` weight summary); the gateway may attach
+    them to the answer's `route` object. Empty for most experts.
     """
 
     content: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    meta: Mapping[str, JSONValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experts.base import Expert, Health
-from experts.specs import ExpertSpec, LocalSpec, OpenAISpec, ToolSpec
+from experts.specs import ExpertSpec, FusionSpec, LocalSpec, OpenAISpec, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ def build_expert(spec: ExpertSpec, context: BuildContext) -> Expert:
         from experts.local import LocalExpert
 
         return LocalExpert(spec, cache_dir=context.cache_dir)
+    if isinstance(spec, FusionSpec):
+        from experts.fusion import FusionExpert
+
+        return FusionExpert(spec, cache_dir=context.cache_dir)
     raise TypeError(f"unknown expert spec {type(spec).__name__}")  # pragma: no cover
 
 
@@ -61,8 +65,14 @@ class ExpertSet(Mapping[str, Expert]):
         return len(self._experts)
 
     async def start(self) -> None:
-        """Start every expert concurrently; the first failure propagates."""
-        await asyncio.gather(*(expert.start() for expert in self._experts.values()))
+        """Start every expert, one after another; the first failure propagates.
+
+        Not concurrently: transformers' `from_pretrained` patches process-wide functions
+        while it loads, and two loads at once can leave a tied-embedding model (SmolLM2)
+        with a missing `lm_head`.
+        """
+        for expert in self._experts.values():
+            await expert.start()
 
     async def health(self) -> dict[str, Health]:
         results = await asyncio.gather(

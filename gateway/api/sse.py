@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from gateway.errors import GatewayError
 from gateway.service import Delta, JSONValue, Reply, RouteInfo, Usage, close_stream
@@ -45,7 +45,11 @@ def route_headers(route: RouteInfo) -> dict[str, str]:
 
 
 def completion_body(
-    reply: Reply, content: str, finish_reason: str, usage: Usage | None
+    reply: Reply,
+    content: str,
+    finish_reason: str,
+    usage: Usage | None,
+    meta: Mapping[str, JSONValue] | None = None,
 ) -> dict[str, JSONValue]:
     body: dict[str, JSONValue] = {
         "id": reply.id,
@@ -59,7 +63,7 @@ def completion_body(
                 "finish_reason": finish_reason,
             }
         ],
-        "route": reply.route.to_json(),
+        "route": _route(reply, meta),
     }
     if usage is not None:
         body["usage"] = usage.to_json()
@@ -71,14 +75,16 @@ async def drain_reply(reply: Reply) -> dict[str, JSONValue]:
     parts: list[str] = []
     finish_reason = "stop"
     usage: Usage | None = None
+    meta: Mapping[str, JSONValue] = {}
     try:
         async for delta in reply.deltas:
             parts.append(delta.content)
             finish_reason = delta.finish_reason or finish_reason
             usage = delta.usage or usage
+            meta = delta.meta or meta
     finally:
         await close_stream(reply.deltas)
-    return completion_body(reply, "".join(parts), finish_reason, usage)
+    return completion_body(reply, "".join(parts), finish_reason, usage, meta)
 
 
 async def chat_events(reply: Reply, include_usage: bool) -> AsyncIterator[str]:
@@ -103,7 +109,7 @@ def _chunks_for(reply: Reply, delta: Delta, include_usage: bool) -> list[JSONVal
     if delta.content:
         chunks.append(_chunk(reply, {"content": delta.content}, None))
     if delta.finish_reason is not None:
-        chunks.append(_chunk(reply, {}, delta.finish_reason, route=True))
+        chunks.append(_chunk(reply, {}, delta.finish_reason, route=True, meta=delta.meta))
     if delta.usage is not None and include_usage:
         usage_chunk = _chunk(reply, {}, None)
         usage_chunk["choices"] = []
@@ -113,7 +119,12 @@ def _chunks_for(reply: Reply, delta: Delta, include_usage: bool) -> list[JSONVal
 
 
 def _chunk(
-    reply: Reply, delta: dict[str, JSONValue], finish_reason: str | None, *, route: bool = False
+    reply: Reply,
+    delta: dict[str, JSONValue],
+    finish_reason: str | None,
+    *,
+    route: bool = False,
+    meta: Mapping[str, JSONValue] | None = None,
 ) -> dict[str, JSONValue]:
     body: dict[str, JSONValue] = {
         "id": reply.id,
@@ -123,5 +134,10 @@ def _chunk(
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
     if route:
-        body["route"] = reply.route.to_json()
+        body["route"] = _route(reply, meta)
     return body
+
+
+def _route(reply: Reply, meta: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
+    """The route object, with what the expert reported about its answer (e.g. `fusion`)."""
+    return {**reply.route.to_json(), **(meta or {})}

@@ -1,0 +1,229 @@
+"""The `fusion` expert kind: dynamic logit fusion served like every other expert.
+
+One decoder thread per expert decodes every concurrent request together (continuous
+batching); each request's text reaches the event loop through its own asyncio queue. A
+closed stream, a timeout or `aclose` cancels the row, which leaves the batch at the next
+step. The final delta carries the weight summary: in `usage.details["fusion"]` and in
+`meta["fusion"]` (for the route object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from experts.base import (
+    Delta,
+    ExpertRejected,
+    ExpertRequest,
+    ExpertResult,
+    ExpertTimeout,
+    ExpertUnavailable,
+    Health,
+    JSONValue,
+    Usage,
+    drain,
+)
+from experts.decoding import sampling_transforms
+from experts.fusion.decoder import BatchDecoder, FusionCombiner
+from experts.fusion.loading import LoadedFusion, load_fusion
+from experts.fusion.rows import (
+    AlphaTally,
+    Event,
+    EventSink,
+    Failed,
+    Finished,
+    Row,
+    RowPlan,
+    TextEvent,
+)
+from experts.fusion.solvers import build_solver
+from experts.local import _prompt_ids
+from experts.specs import FusionSpec
+from experts.weights import ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Engine:
+    loaded: LoadedFusion
+    decoder: BatchDecoder
+    thread: threading.Thread
+    stopping: threading.Event
+
+
+class FusionExpert:
+    """Small task experts blended into a large model, token by token (kind `fusion`)."""
+
+    def __init__(self, spec: FusionSpec, cache_dir: Path) -> None:
+        self._spec = spec
+        self._cache_dir = cache_dir
+        self._engine: _Engine | None = None
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def kind(self) -> str:
+        return "fusion"
+
+    async def start(self) -> None:
+        await self._started()
+
+    async def complete(self, request: ExpertRequest) -> ExpertResult:
+        return await drain(self.stream(request))
+
+    async def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]:
+        engine = await self._started()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._spec.timeout_s
+        plan = await anyio.to_thread.run_sync(self._plan, engine.loaded, request)
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        row = Row(
+            plan,
+            _bridge(loop, events),
+            detokenize=lambda ids: engine.loaded.tokenizer.decode(ids, skip_special_tokens=True),
+            eos_ids=engine.loaded.eos_ids,
+            experts=len(self._spec.experts),
+            device=engine.loaded.device,
+        )
+        engine.decoder.submit(row)
+        try:
+            while True:
+                event = await self._within(deadline, events.get())
+                if isinstance(event, TextEvent):
+                    yield Delta(content=event.text)
+                    continue
+                yield self._final(event, plan, request.request_id)
+                return
+        finally:
+            row.cancel.set()
+
+    async def health(self) -> Health:
+        engine = self._engine
+        if engine is None:
+            return Health(ok=False, detail="not started")
+        if not engine.thread.is_alive():
+            return Health(ok=False, detail="the decoder thread stopped")
+        return Health(ok=True, detail=engine.loaded.describe())
+
+    async def aclose(self) -> None:
+        """Stop the decoder (running requests fail as closed) and release the models."""
+        async with self._start_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.stopping.set()
+            engine.decoder.wake()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(engine.thread.join)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _started(self) -> _Engine:
+        async with self._start_lock:
+            if self._engine is None:
+                loaded = await anyio.to_thread.run_sync(self._load)
+                self._engine = self._launch(loaded)
+                extra = {"expert": self.name, "action": "load", "detail": loaded.describe()}
+                logger.info("fusion expert ready", extra=extra)
+            return self._engine
+
+    def _load(self) -> LoadedFusion:
+        try:
+            return load_fusion(self._spec, self._cache_dir)
+        except (ModelUnavailable, ValueError) as exc:  # VocabMismatch is a ValueError
+            raise ExpertUnavailable(self.name, str(exc)) from exc
+
+    def _launch(self, loaded: LoadedFusion) -> _Engine:
+        spec = self._spec
+        solver = build_solver(spec.solver, spec.alpha, spec.alpha_max)
+        vocab = loaded.vocab.to(loaded.device)
+        combiner = FusionCombiner(solver, vocab, experts=len(spec.experts))
+        decoder = BatchDecoder(loaded.members, combiner, max_batch=spec.max_batch)
+        stopping = threading.Event()
+        thread = threading.Thread(
+            target=decoder.serve, args=(stopping,), name=f"taskgate-fusion-{self.name}", daemon=True
+        )
+        thread.start()
+        return _Engine(loaded, decoder, thread, stopping)
+
+    async def _within(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError as exc:
+            message = f"no answer within {self._spec.timeout_s:g}s"
+            raise ExpertTimeout(self.name, message) from exc
+
+    def _final(self, event: Event, plan: RowPlan, request_id: str) -> Delta:
+        if isinstance(event, Finished):
+            summary = self.summary(event.tally)
+            prompt, completion = len(plan.prompt_ids), event.completion_tokens
+            usage = Usage(prompt, completion, prompt + completion, details={"fusion": summary})
+            extra = {"request_id": request_id, "expert": self.name, "action": "generate"}
+            logger.info("generated", extra={**extra, "finish_reason": event.reason, **summary})
+            meta: dict[str, JSONValue] = {"fusion": summary}
+            return Delta(content=event.text, finish_reason=event.reason, usage=usage, meta=meta)
+        if isinstance(event, Failed) and event.error is not None:
+            message = f"generation failed: {type(event.error).__name__}: {event.error}"
+            raise ExpertUnavailable(self.name, message) from event.error
+        raise ExpertUnavailable(self.name, "the expert was closed during generation")
+
+    def summary(self, tally: AlphaTally) -> dict[str, JSONValue]:
+        """The weights of one answer: their mean per step, and who was active how often."""
+        names = [member.name for member in self._spec.experts]
+        active: dict[str, JSONValue] = dict(zip(names, tally.active, strict=True))
+        return {
+            "solver": self._spec.solver,
+            "steps": tally.steps,
+            "alpha_mean": round(tally.mean, 4),
+            "active_steps": active,
+            "inactive_steps": tally.inactive,
+        }
+
+    def _plan(self, loaded: LoadedFusion, request: ExpertRequest) -> RowPlan:
+        """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
+        sampling, context = request.sampling, self._spec.context_tokens
+        max_new = self._spec.max_tokens if sampling.max_tokens is None else sampling.max_tokens
+        if not request.messages:
+            raise ExpertRejected(self.name, "the request has no messages")
+        if max_new < 1:
+            raise ExpertRejected(self.name, f"max_tokens must be at least 1, got {max_new}")
+        turns = [{"role": m.role, "content": m.content} for m in request.messages]
+        system = self._spec.system_prompt
+        if system and not any(turn["role"] == "system" for turn in turns):
+            turns.insert(0, {"role": "system", "content": system})
+        try:
+            prompt = _prompt_ids(loaded.tokenizer, turns, budget=context - max_new)
+            transforms = sampling_transforms(sampling, len(prompt))
+        except (ValueError, TypeError) as exc:
+            raise ExpertRejected(self.name, f"invalid request: {exc}") from exc
+        if len(prompt) >= context:
+            message = f"the prompt needs {len(prompt)} tokens; the context holds {context}"
+            raise ExpertRejected(self.name, message)
+        if not loaded.vocab.allows(prompt):
+            raise ExpertRejected(self.name, "the prompt uses tokens not every model knows")
+        max_new = min(max_new, context - len(prompt))
+        greedy, seed = sampling.is_greedy(), sampling.seed
+        return RowPlan(tuple(prompt), max_new, sampling.stop, greedy, seed, transforms)
+
+
+def _bridge(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event]) -> EventSink:
+    def emit(event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    return emit
