@@ -178,6 +178,10 @@ class ExpertUnavailable(ExpertError):
     """The expert could not be reached, or failed on its side (connect error, 5xx)."""
 
 
+class ExpertUnreachable(ExpertUnavailable):
+    """The expert could not be reached at all (connection refused, DNS, connect timeout)."""
+
+
 class ExpertRejected(ExpertError):
     """The expert refused the request as invalid (an upstream 4xx). The client's fault."""
 

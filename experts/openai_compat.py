@@ -1,8 +1,8 @@
 """An expert served by vLLM or any OpenAI-compatible chat completions server.
 
 One pooled `httpx.AsyncClient` per expert. Streaming passes the upstream's chunks through one
-by one. Connection failures (and 502/503/504 answers) are retried with exponential backoff
-and jitter until a response is open; nothing is retried once a stream has started. httpx's
+by one. Connection failures and 5xx answers are retried with exponential backoff and jitter
+until a response is open; nothing is retried once a stream has started. httpx's
 exceptions and the upstream's error statuses become `ExpertError`s here, at the edge.
 """
 
@@ -25,6 +25,7 @@ from experts.base import (
     ExpertResult,
     ExpertTimeout,
     ExpertUnavailable,
+    ExpertUnreachable,
     Health,
     JSONValue,
     Usage,
@@ -37,7 +38,6 @@ JSONObject = dict[str, JSONValue]
 
 # Request keys the expert sets itself; `ExpertRequest.extra` cannot override them.
 OWNED_KEYS: Final = frozenset({"model", "messages", "stream", "stream_options"})
-RETRY_STATUSES: Final = frozenset({502, 503, 504})
 USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
 HEALTH_TIMEOUT_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
@@ -190,7 +190,7 @@ class OpenAIExpert:
             else:
                 if response.is_success:
                     return response
-                if response.status_code not in RETRY_STATUSES or attempt >= self._spec.max_retries:
+                if response.status_code < 500 or attempt >= self._spec.max_retries:
                     raise await self._status_error(response)
                 await _close(response)
                 retry_reason = f"status {response.status_code}"
@@ -227,6 +227,8 @@ class OpenAIExpert:
         prefix = f"upstream {self._spec.base_url}"
         if isinstance(exc, httpx.TimeoutException):
             return ExpertTimeout(self.name, f"{prefix} timed out{tries} ({what})")
+        if isinstance(exc, httpx.ConnectError):
+            return ExpertUnreachable(self.name, f"{prefix} unreachable{tries} ({what})")
         return ExpertUnavailable(self.name, f"{prefix} failed{tries} ({what})")
 
     def _malformed(self, exc: MalformedUpstream) -> ExpertUnavailable:

@@ -31,6 +31,10 @@ class ExpertSpecBase(BaseModel):
     cache_ttl_s: float | None = Field(default=None, ge=0)
     # Semantic (similar-text) cache hits; None uses `cache.semantic`.
     semantic_cache: bool | None = None
+    # At most this many requests at once (None: no limit); others wait up to
+    # `queue_timeout_s` for a slot, then get a 429.
+    max_concurrency: int | None = Field(default=None, ge=1)
+    queue_timeout_s: float = Field(default=10.0, ge=0)
 
     @field_validator("name")
     @classmethod

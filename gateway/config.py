@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from experts.specs import ExpertSpec
 
@@ -37,6 +45,8 @@ class ServerConfig(_Section):
 class ApiKey(_Section):
     key: SecretStr
     tenant: str = Field(min_length=1)
+    # May call the /admin endpoints (reload, experts).
+    admin: bool = False
 
 
 class AuthConfig(_Section):
@@ -89,7 +99,62 @@ class CacheConfig(_Section):
     ttl_s: float = Field(default=3600.0, ge=0)
 
 
+class HeadConfig(_Section):
+    """The routing head fitted on the exemplars' embeddings (see README, Router accuracy).
+
+    `mode`: `auto` fits one when every expert has at least `min_examples` examples, `on`
+    whenever there are two examples per expert, `off` never. `threshold` and `margin` are
+    fixed probabilities that override the calibrated ones.
+    """
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    min_examples: int = Field(default=20, ge=2)
+    # Inverse L2 regularisation of the logistic regression; folds for calibration.
+    c: float = Field(default=10.0, gt=0)
+    folds: int = Field(default=5, ge=2, le=20)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    margin: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML reads a bare on/off as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+
+class TargetConfig(_Section):
+    """The operating point calibration aims for: exactly one of the two."""
+
+    oos_recall: float | None = Field(default=None, gt=0, lt=1)
+    precision: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetConfig:
+        if (self.oos_recall is None) == (self.precision is None):
+            raise ValueError("give exactly one of oos_recall or precision")
+        return self
+
+    def chosen(self) -> tuple[Literal["oos_recall", "precision"], float]:
+        if self.oos_recall is not None:
+            return "oos_recall", self.oos_recall
+        assert self.precision is not None
+        return "precision", self.precision
+
+
+class HealthConfig(_Section):
+    """Expert health probes: cheap (`GET /models` for OpenAI-compatible servers)."""
+
+    interval_s: float = Field(default=10.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Failed probes in a row before an expert is taken out of routing.
+    unhealthy_after: int = Field(default=1, ge=1)
+
+
 class RouterConfig(_Section):
+    # Cosine similarity thresholds: used when no head is fitted.
     threshold: float = Field(default=0.45, ge=-1, le=1)
     margin: float = Field(default=0.04, ge=0, le=2)
     on_no_match: Literal["clarify", "fallback"] = "clarify"
@@ -101,6 +166,11 @@ class RouterConfig(_Section):
     followup_max_words: int = Field(default=12, ge=0)
     # A clarification reply resolves by similarity when it is at least this close.
     resolve_threshold: float = Field(default=0.25, ge=-1, le=1)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    # Calibrates the head's threshold and margin (default: precision 0.9).
+    target: TargetConfig | None = None
+    # Requests no expert should take: the head's "none" class and calibration negatives.
+    negative_examples: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _fallback_named(self) -> RouterConfig:
@@ -115,6 +185,7 @@ class Config(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     experts: list[ExpertSpec] = Field(min_length=1)
 

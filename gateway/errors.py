@@ -34,6 +34,12 @@ class NotFound(GatewayError):
     default_code = "not_found"
 
 
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    default_code = "admin_key_required"
+
+
 class ExpertNotFound(NotFound):
     default_code = "model_not_found"
 
@@ -52,6 +58,14 @@ class ExpertCannotAnswer(GatewayError):
     default_code = "expert_declined"
 
 
+class ExpertBusy(GatewayError):
+    """The expert is serving as many requests as it may, and no slot freed up in time."""
+
+    status = 429
+    type = "rate_limit_error"
+    default_code = "expert_busy"
+
+
 class NotReady(GatewayError):
     status = 503
     type = "service_unavailable"
@@ -68,3 +82,11 @@ class ExpertTimedOut(GatewayError):
     status = 504
     type = "upstream_error"
     default_code = "expert_timeout"
+
+
+class ExpertDown(GatewayError):
+    """The expert is unhealthy or unreachable and has no healthy fallback."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "expert_unavailable"

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, Sampling, Usage
 from experts.registry import ExpertSet
@@ -23,19 +24,38 @@ from gateway.memory.bundle import Memory
 from gateway.memory.cache import CacheRequest, cache_request
 from gateway.memory.pending import CompletionRecord
 from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
-from gateway.routing.clarify import ExpertProfile
+from gateway.routing.builder import RouterBuilder, routing_spec
 from gateway.routing.conversation import ConversationRouter, Routed, RoutingOptions
 from gateway.routing.embedder import Embedder
-from gateway.routing.router import Candidate, Clarify, Dispatch, Router, RouterPolicy, build_router
-from gateway.streams import close_stream, open_expert, replay, single, translate, usage_from
+from gateway.routing.router import Candidate, Clarify, Dispatch, Router
+from gateway.streams import (
+    close_stream,
+    error_kind,
+    open_expert,
+    replay,
+    single,
+    translate,
+    usage_from,
+)
 
 logger = logging.getLogger(__name__)
 
 # What the HTTP layer needs, re-exported so it depends on the service alone.
 __all__ = [
-    "AUTO", "ChatCall", "Delta", "Gateway", "JSONValue", "Message", "Reply", "RouteInfo",
-    "Sampling", "Usage", "close_stream",
+    "AUTO",
+    "CONTENT_TYPE",
+    "ChatCall",
+    "Delta",
+    "Gateway",
+    "JSONValue",
+    "Message",
+    "Reply",
+    "RouteInfo",
+    "Sampling",
+    "Usage",
+    "close_stream",
 ]  # fmt: skip
 
 
@@ -59,9 +79,15 @@ class _CachePlan:
 
 class Gateway:
     def __init__(
-        self, config: Config, embedder: Embedder, experts: ExpertSet, memory: Memory
+        self,
+        config: Config,
+        embedder: Embedder,
+        experts: ExpertSet,
+        memory: Memory,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self._embedder = embedder
         self._experts = experts
         self._memory = memory
@@ -83,15 +109,22 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def start_routing(self) -> None:
-        """Load the embedder and the memory, build the router: enough for `route()`."""
+    async def start_routing(self, config: Config | None = None) -> None:
+        """Load the embedder and the memory, build the router: enough for `route()`.
+
+        Given a `config` (a reload), build its router while the current one keeps serving
+        (the head is fitted in a worker thread), then swap it in.
+        """
         if self._router is None:
             await asyncio.gather(self._embedder.start(), self._memory.start())
-            self._router = await _router_for(self._config, self._embedder)
+        if self._router is None or config is not None:
+            self._router = await _router_for(config or self._config, self._embedder)
 
     async def start(self) -> None:
         """Start routing and every expert; the gateway is ready afterwards."""
-        await asyncio.gather(self.start_routing(), self._experts.start())
+        # One after the other: model loads must not overlap (see ExpertSet.start).
+        await self.start_routing()
+        await self._experts.start()
         assert self._router is not None
         self._state = _State(self._config, self._experts, self._router)
         logger.info("gateway ready", extra={"action": "ready", "experts": len(self._experts)})
@@ -127,10 +160,11 @@ class Gateway:
     async def handle(self, call: ChatCall) -> Reply:
         state = self._current()
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        started = time.perf_counter()
         # 1-4. explicit expert, or route the conversation (learned exemplars count).
         routed = await self._route(call, remember=True)
         route = route_info(routed)
-        _log_route(call, route)
+        self._observe_route(call, route, time.perf_counter() - started)
         # 5. Clarify: answer with the question; no expert is called.
         if isinstance(routed.decision, Clarify):
             return Reply(reply_id, created, AUTO, route, single(routed.decision.question))
@@ -148,6 +182,7 @@ class Gateway:
         if plan.lookup:
             cached = await self._memory.cache.lookup(plan.request, semantic=plan.semantic)
         if cached is not None:
+            self.metrics.cache_hits.labels(cached.kind).inc()
             usage = usage_from(cached.usage)
             deltas = replay(cached.content, cached.finish_reason, usage)
             return Reply(reply_id, created, spec.name, route.with_cached(cached.kind), deltas)
@@ -156,14 +191,16 @@ class Gateway:
         route = route.with_fewshot((len(shots) - len(messages)) // 2)
         # 8. call the expert (or its fallbacks), primed so early failures get a status.
         request = ExpertRequest(shots, call.sampling, call.extra, call.request_id)
-        expert, deltas = await open_expert(state.config, state.experts, spec.name, request)
+        expert, deltas = await open_expert(
+            state.config, state.experts, spec.name, request, self.metrics.expert_error
+        )
         if expert != spec.name:
             route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
             plan = self._cache_plan(
                 state.config, _spec(state.config, expert), call, messages, vector
             )
         # 9. record: the answer for follow-ups and feedback, and the cache.
-        recorded = self._record(reply_id, call, routed, expert, plan, deltas)
+        recorded = self._record(reply_id, call, routed, expert, plan, deltas, started)
         return Reply(reply_id, created, expert, route, recorded)
 
     async def route(self, call: ChatCall) -> RouteInfo:
@@ -217,20 +254,25 @@ class Gateway:
         expert: str,
         plan: _CachePlan,
         deltas: AsyncIterator[Delta],
+        started: float,
     ) -> AsyncIterator[Delta]:
         parts: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
         try:
             async for delta in deltas:
+                if not parts:
+                    self.metrics.first_token.labels(expert).observe(time.perf_counter() - started)
                 parts.append(delta.content)
                 finish = delta.finish_reason or finish
                 usage = delta.usage or usage
                 yield delta
         except ExpertError as exc:
+            self.metrics.expert_error(expert, error_kind(exc))
             raise translate(exc) from exc
         finally:
             await close_stream(deltas)
+        self.metrics.total.labels(expert).observe(time.perf_counter() - started)
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
         answer = "".join(parts)
@@ -246,6 +288,15 @@ class Gateway:
                 "total_tokens": usage.total_tokens,
             }  # fmt: skip
             await self._memory.cache.store(plan.request, answer, finish, counts, plan.ttl_s)
+
+    def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
+        self.metrics.requests.labels(route.expert or "", route.action).inc()
+        if call.model == AUTO:
+            self.metrics.routing.observe(seconds)
+            if route.score is not None and route.margin is not None:
+                self.metrics.score.observe(route.score)
+                self.metrics.margin.observe(route.margin)
+        _log_route(call, route, seconds)
 
     # -- learning -------------------------------------------------------------------
 
@@ -273,24 +324,10 @@ class Gateway:
 # ---------------------------------------------------------------------------------------
 
 
-async def _router_for(config: Config, embedder: Embedder) -> Router:
-    profiles = {
-        spec.name: ExpertProfile(spec.name, spec.description, spec.ask) for spec in config.experts
-    }
-    examples = {spec.name: spec.examples for spec in config.experts}
-    r = config.router
-    policy = RouterPolicy(
-        threshold=r.threshold,
-        margin=r.margin,
-        on_no_match=r.on_no_match,
-        fallback=r.fallback,
-        aggregate=r.aggregate,
-        top_k=r.top_k,
-        max_candidates=r.max_candidates,
-    )
-    return await build_router(
-        policy, profiles, examples, embedder, use_descriptions=r.use_descriptions
-    )
+async def _router_for(config: Config, embedder: Embedder, cache_dir: Path | None = None) -> Router:
+    """The router for `config`; fitted heads and embeddings are cached under `cache_dir`."""
+    spec = routing_spec(config.router, config.experts)
+    return await RouterBuilder(embedder, cache_dir).build(spec)
 
 
 def _spec(config: Config, name: str) -> ExpertSpec:
@@ -309,7 +346,7 @@ def _explicit(config: Config, call: ChatCall) -> Routed:
     return Routed(decision, last_user, len(call.messages))
 
 
-def _log_route(call: ChatCall, route: RouteInfo) -> None:
+def _log_route(call: ChatCall, route: RouteInfo, seconds: float) -> None:
     logger.info(
         "routed",
         extra={
@@ -320,5 +357,6 @@ def _log_route(call: ChatCall, route: RouteInfo) -> None:
             "score": route.score,
             "margin": route.margin,
             "reason": route.reason,
+            "latency_ms": round(seconds * 1000, 2),
         },
     )

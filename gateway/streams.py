@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from experts.base import (
     Delta,
@@ -37,13 +37,32 @@ _PIECE = re.compile(r"\S+\s*|\s+")
 _WORDS_PER_PIECE = 3
 
 
+ErrorHook = Callable[[str, str], None]
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short name for an expert failure, as metrics count it."""
+    if isinstance(exc, ExpertTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(exc, ExpertRejected):
+        return "rejected"
+    if isinstance(exc, ExpertDeclined):
+        return "declined"
+    return "unavailable"
+
+
 async def open_expert(
-    config: Config, experts: ExpertSet, first: str, request: ExpertRequest
+    config: Config,
+    experts: ExpertSet,
+    first: str,
+    request: ExpertRequest,
+    on_error: ErrorHook | None = None,
 ) -> tuple[str, AsyncIterator[Delta]]:
     """Start `first`'s stream and wait for its first delta, trying its fallbacks in order.
 
-    A fallback is tried when an expert declines or is unavailable before answering.
-    Returns the expert that answered and its (primed) stream.
+    A fallback is tried when an expert declines or is unavailable before answering; a
+    timeout or a rejected request ends the attempt. Returns the expert that answered and
+    its (primed) stream. `on_error(expert, kind)` hears of every failure.
     """
     spec = config.expert(first)
     chain = [first, *(spec.fallbacks if spec is not None else [])]
@@ -54,17 +73,17 @@ async def open_expert(
         stream = experts[name].stream(request)
         try:
             first_delta = await asyncio.wait_for(_first(stream), timeout)
-        except (ExpertDeclined, ExpertUnavailable) as exc:
+        except (ExpertError, TimeoutError) as exc:
             await close_stream(stream)
+            if on_error is not None:
+                on_error(name, error_kind(exc))
+            if isinstance(exc, TimeoutError):
+                raise ExpertTimedOut(f"expert '{name}' timed out after {timeout:g}s") from exc
+            if not isinstance(exc, ExpertDeclined | ExpertUnavailable):
+                raise translate(exc) from exc
             logger.warning("expert failed before answering", extra={"expert": name})
             failure = exc
             continue
-        except TimeoutError as exc:
-            await close_stream(stream)
-            raise ExpertTimedOut(f"expert '{name}' timed out after {timeout:g}s") from exc
-        except ExpertError as exc:
-            await close_stream(stream)
-            raise translate(exc) from exc
         return name, _prepend(first_delta, stream)
     assert failure is not None
     raise translate(failure) from failure

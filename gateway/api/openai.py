@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from gateway.api.auth import RequestContext, request_context
 from gateway.api.schemas import ChatCompletionRequest, RouteRequest
 from gateway.api.sse import chat_events, drain_reply, route_headers
-from gateway.service import AUTO, Gateway
+from gateway.service import AUTO, CONTENT_TYPE, Gateway
 
 router = APIRouter()
 Context = Annotated[RequestContext, Depends(request_context)]
@@ -74,6 +74,11 @@ async def models(request: Request, context: Context) -> dict[str, object]:
             }
         )
     return {"object": "list", "data": data}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_gateway(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 @router.get("/healthz")

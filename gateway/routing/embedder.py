@@ -1,8 +1,10 @@
 """Sentence embeddings for routing, micro-batched across concurrent requests.
 
-Requests put their texts on a queue; one worker drains whatever has arrived within
-`batch_wait_ms` (up to `batch_size` texts), encodes it in a worker thread, and hands each
-request its rows. The event loop never blocks on the model.
+Requests put their texts on a queue; one worker takes whatever has queued up (up to
+`batch_size` texts), and while requests are arriving together also what arrives within
+`batch_wait_ms`; it encodes the batch in a worker thread and hands each request its rows.
+A lone request on an idle embedder is encoded at once. The event loop never blocks on
+the model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio.to_thread
 import numpy as np
@@ -40,6 +42,14 @@ class Embedder(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class IdentifiedEmbedder(Protocol):
+    """An embedder that can name its model and weights (keys on-disk embedding caches)."""
+
+    @property
+    def identity(self) -> str: ...
 
 
 class EmbedderUnavailable(Exception):
@@ -106,6 +116,17 @@ class SentenceTransformerEmbedder:
     def dim(self) -> int:
         return self._dim
 
+    @property
+    def identity(self) -> str:
+        """The model directory and the size and time of its weights files."""
+        path = self._path.resolve()
+        weights = sorted(
+            f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+            for f in path.glob("*")
+            if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file()
+        )
+        return f"sentence-transformers:{path}|{'|'.join(weights)}"
+
     async def start(self) -> None:
         if self._model is None:
             self._model = await anyio.to_thread.run_sync(self._load)
@@ -165,10 +186,17 @@ class SentenceTransformerEmbedder:
 
     async def _run(self) -> None:
         assert self._queue is not None
+        concurrent = False
         while True:
             jobs = [await self._queue.get()]
             total = len(jobs[0].texts)
-            deadline = asyncio.get_running_loop().time() + self._wait_s
+            while total < self._batch_size and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                total += len(jobs[-1].texts)
+            # Wait for more only when requests have been arriving together: a lone
+            # request on an idle embedder is encoded at once.
+            concurrent = concurrent or len(jobs) > 1
+            deadline = asyncio.get_running_loop().time() + (self._wait_s if concurrent else 0.0)
             while total < self._batch_size:
                 timeout = deadline - asyncio.get_running_loop().time()
                 if timeout <= 0:
@@ -180,6 +208,7 @@ class SentenceTransformerEmbedder:
                 jobs.append(job)
                 total += len(job.texts)
             await self._encode_jobs(jobs)
+            concurrent = len(jobs) > 1 or not self._queue.empty()
 
     async def _encode_jobs(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
@@ -200,8 +229,24 @@ class SentenceTransformerEmbedder:
             start = stop
 
     def _encode(self, texts: list[str]) -> Vectors:
-        assert self._model is not None
-        raw = self._model.encode(
-            texts, batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False
-        )
-        return normalise(np.asarray(raw))
+        """The model's forward pass directly (a single request is overhead-bound, so this
+        skips `encode`'s bookkeeping); texts of similar length are batched together."""
+        import torch
+
+        model = self._model
+        assert model is not None
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self._batch_size):
+                rows = order[start : start + self._batch_size]
+                features = prepare([texts[i] for i in rows])
+                if model.device.type != "cpu":
+                    features = {
+                        k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+                        for k, v in features.items()
+                    }
+                vectors = model(features)["sentence_embedding"]
+                out[rows] = vectors.float().cpu().numpy()
+        return normalise(out)

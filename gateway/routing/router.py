@@ -1,9 +1,14 @@
 """Scores experts against a request vector and decides: Dispatch, Clarify or Fallback.
 
-An expert's score is the cosine similarity of the request to that expert's exemplar
-vectors, aggregated by `max` or by the mean of the top k. The decision rules:
+An expert's similarity is the cosine similarity of the request to that expert's exemplar
+vectors, aggregated by `max` or by the mean of the top k. Without a fitted head that is
+its score; with one (`gateway.routing.head`), the score is the head's calibrated
+probability, which combines the head's evidence with the similarities. The rules:
 
 * the best score must clear `threshold`, else `on_no_match` applies (clarify or fallback);
+  with a head, when the best two together clear it (and the runner-up has at least half
+  the best's probability) the request is ambiguous between them rather than out of
+  scope, and the gateway asks which (Clarify, close margin);
 * the best must lead the runner-up by `margin`, else the gateway asks (Clarify);
 * a preferred expert (the one that answered the previous turn) wins a near-tie.
 """
@@ -19,6 +24,7 @@ from numpy.typing import NDArray
 
 from gateway.routing.clarify import ExpertProfile, question_for
 from gateway.routing.embedder import Embedder
+from gateway.routing.head import ProbabilityHead
 
 Vector = NDArray[np.float32]
 
@@ -70,6 +76,8 @@ class RouterPolicy:
     aggregate: Literal["max", "mean_topk"] = "max"
     top_k: int = 3
     max_candidates: int = 3
+    # How close a preferred expert must be to win a near-tie; None: `margin`.
+    prefer_margin: float | None = None
 
 
 class ExemplarIndex:
@@ -83,6 +91,7 @@ class ExemplarIndex:
         self._counts = np.array([len(block) for block in blocks], dtype=np.int64)
         self._matrix = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self._positions = {name: i for i, name in enumerate(self.experts)}
         self.dim = dim
 
     def count(self, expert: str) -> int:
@@ -100,8 +109,10 @@ class ExemplarIndex:
         `extra` adds similarities of further exemplars per expert (runtime exemplars found
         in the memory); they count exactly like the indexed ones.
         """
-        out = np.full(len(self.experts), -1.0, dtype=np.float32)
         sims = self._matrix @ np.asarray(vector, dtype=np.float32).reshape(self.dim)
+        if aggregate == "max":
+            return self._max_scores(sims, extra or {})
+        out = np.full(len(self.experts), -1.0, dtype=np.float32)
         for i, (start, count) in enumerate(zip(self._starts, self._counts, strict=True)):
             block = sims[start : start + count]
             more = (extra or {}).get(self.experts[i])
@@ -109,11 +120,44 @@ class ExemplarIndex:
                 block = np.concatenate([block, np.asarray(more, dtype=np.float32)])
             if len(block) == 0:
                 continue
-            if aggregate == "max" or len(block) == 1:
+            if len(block) == 1:
                 out[i] = block.max()
             else:
                 k = min(top_k, len(block))
                 out[i] = np.partition(block, len(block) - k)[len(block) - k :].mean()
+        return out
+
+    def _max_scores(
+        self, sims: NDArray[np.float32], extra: Mapping[str, Sequence[float]]
+    ) -> NDArray[np.float32]:
+        """The best similarity per expert, in one pass over the contiguous blocks."""
+        out = np.full(len(self.experts), -1.0, dtype=np.float32)
+        filled = self._counts > 0
+        if filled.any():
+            out[filled] = np.maximum.reduceat(sims, self._starts[filled])
+        for name, more in extra.items():
+            if more and name in self._positions:
+                i = self._positions[name]
+                out[i] = max(float(out[i]), max(float(x) for x in more))
+        return out
+
+
+    def score_matrix(self, vectors: NDArray[np.float32], aggregate: str, top_k: int) -> Vector:
+        """`scores` for many vectors at once, [n, experts] (no runtime exemplars)."""
+        rows = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        out = np.full((len(rows), len(self.experts)), -1.0, dtype=np.float32)
+        for first in range(0, len(rows), 1024):
+            sims = rows[first : first + 1024] @ self._matrix.T
+            chunk = out[first : first + 1024]
+            for i, (start, count) in enumerate(zip(self._starts, self._counts, strict=True)):
+                if count == 0:
+                    continue
+                block = sims[:, start : start + count]
+                if aggregate == "max" or count == 1:
+                    chunk[:, i] = block.max(axis=1)
+                else:
+                    k = min(top_k, int(count))
+                    chunk[:, i] = np.partition(block, count - k, axis=1)[:, count - k :].mean(1)
         return out
 
 
@@ -124,18 +168,25 @@ class Router:
         policy: RouterPolicy,
         profiles: Mapping[str, ExpertProfile],
         profile_vectors: Mapping[str, Vector] | None = None,
+        head: ProbabilityHead | None = None,
     ) -> None:
         if policy.fallback is not None and policy.fallback not in profiles:
             raise ValueError(f"fallback expert '{policy.fallback}' is not known")
+        if head is not None and head.linear.n_experts != len(index.experts):
+            raise ValueError("the head was fitted for a different set of experts")
         self.index = index
         self.policy = policy
         self.profiles = profiles
         self.profile_vectors = dict(profile_vectors or {})
+        self.head = head
 
     def rank(
         self, vector: Vector, extra: Mapping[str, Sequence[float]] | None = None
     ) -> tuple[Candidate, ...]:
+        """Experts best first, with their scores (probabilities when a head is fitted)."""
         scores = self.index.scores(vector, self.policy.aggregate, self.policy.top_k, extra)
+        if self.head is not None:
+            scores = self.head.probabilities(vector, scores)[:-1]
         order = np.argsort(-scores, kind="stable")
         return tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
 
@@ -150,24 +201,40 @@ class Router:
         if not ranked:
             raise ValueError("router has no experts")
         best = ranked[0]
-        runner_up = ranked[1].score if len(ranked) > 1 else -1.0
+        floor = 0.0 if self.head is not None else -1.0
+        runner_up = ranked[1].score if len(ranked) > 1 else floor
         margin = round(best.score - runner_up, 6)
         policy = self.policy
-        if best.score < policy.threshold:
+        if best.score < policy.threshold and not self._split(best.score, runner_up):
             if policy.on_no_match == "fallback" and policy.fallback is not None:
                 return Fallback(policy.fallback, ranked, best.score, margin)
             return self._clarify(ranked, "no_match", margin)
         preferred = next((c for c in ranked if c.expert == prefer), None)
-        if (
-            preferred is not None
-            and preferred.expert != best.expert
-            and preferred.score >= policy.threshold
-            and best.score - preferred.score < policy.margin
-        ):
+        if preferred is not None and self._wins_tie(best, preferred):
             return Dispatch(preferred.expert, preferred.score, margin, ranked, reason="preferred")
-        if margin >= policy.margin:
+        if best.score >= policy.threshold and margin >= policy.margin:
             return Dispatch(best.expert, best.score, margin, ranked)
         return self._clarify(ranked, "close_margin", margin)
+
+    def _split(self, best: float, runner_up: float) -> bool:
+        """With a head: the best two share enough probability to clear the threshold, and
+        the runner-up has at least half the best's (a choice between two, not a guess)."""
+        return (
+            self.head is not None
+            and best + runner_up >= self.policy.threshold
+            and runner_up >= best / 2
+        )
+
+    def _wins_tie(self, best: Candidate, preferred: Candidate) -> bool:
+        policy = self.policy
+        if preferred.expert == best.expert:
+            return False
+        near = policy.margin if policy.prefer_margin is None else policy.prefer_margin
+        if self.head is not None:
+            clears = preferred.score + best.score >= policy.threshold
+        else:
+            clears = preferred.score >= policy.threshold
+        return clears and best.score - preferred.score < near
 
     def closest_profile(
         self, vector: Vector, options: Sequence[str], min_score: float

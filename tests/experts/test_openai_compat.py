@@ -21,6 +21,7 @@ from experts.base import (
     ExpertRequest,
     ExpertTimeout,
     ExpertUnavailable,
+    ExpertUnreachable,
     Message,
     Sampling,
     Usage,
@@ -371,7 +372,7 @@ async def test_stream_open_is_retried_on_connect_error() -> None:
 
 async def test_connect_errors_after_retries_are_unavailable() -> None:
     upstream = Upstream(httpx.ConnectError("refused"))
-    with pytest.raises(ExpertUnavailable, match=r"upstream .* failed after 3 attempts") as caught:
+    with pytest.raises(ExpertUnreachable, match=r"unreachable after 3 attempts") as caught:
         await expert_for(upstream, max_retries=2).complete(make_request())
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert caught.value.expert == "code"
@@ -399,11 +400,18 @@ async def test_5xx_is_unavailable_naming_status_and_body() -> None:
     assert len(upstream.requests) == 3
 
 
-async def test_500_is_not_retried() -> None:
+async def test_any_5xx_before_the_first_byte_is_retried() -> None:
     upstream = Upstream(httpx.Response(500, text="Internal Server Error"), completion())
+    result = await expert_for(upstream).complete(make_request())
+    assert result.content
+    assert len(upstream.requests) == 2
+
+
+async def test_5xx_after_the_retries_is_unavailable() -> None:
+    upstream = Upstream(*[httpx.Response(500, text="Internal Server Error")] * 3)
     with pytest.raises(ExpertUnavailable, match=r"500.*Internal Server Error"):
-        await expert_for(upstream).complete(make_request())
-    assert len(upstream.requests) == 1
+        await expert_for(upstream, max_retries=2).complete(make_request())
+    assert len(upstream.requests) == 3
 
 
 @pytest.mark.parametrize(
