@@ -53,6 +53,9 @@ def ask(client: openai.OpenAI, model: str, **kwargs: Any) -> Any:
         messages=[{"role": "user", "content": PROMPT}],
         temperature=0,
         max_tokens=24,
+        # Every call must reach vLLM: a cached earlier answer would be replayed in the
+        # gateway's own chunks, not vLLM's.
+        extra_headers={"Cache-Control": "no-cache"},
         **kwargs,
     )
 
