@@ -125,9 +125,7 @@ def _semantic_router(args: argparse.Namespace, home: Path, model: str) -> dict[s
     return _semantic_router_row(args, scores)
 
 
-def _semantic_router_row(
-    args: argparse.Namespace, scores: dict[str, object]
-) -> dict[str, object]:
+def _semantic_router_row(args: argparse.Namespace, scores: dict[str, object]) -> dict[str, object]:
     import numpy as np
 
     sys.path.insert(0, str(REPO))

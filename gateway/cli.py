@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
     serve.add_argument("--host", help="bind address (default: the config's server.host)")
     serve.add_argument("--port", type=int, help="port (default: the config's server.port)")
+    serve.add_argument(
+        "--watch", action="store_true", help="reload the config when its file changes"
+    )
     serve.set_defaults(run=_serve)
 
     route = commands.add_parser("route", help="print the routing decision for a text")
@@ -96,7 +99,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config = load_config(settings.config_path, settings.env)
     configure_logging(settings.log_level)
     limit_threads(config)
-    app = create_app(settings)
+    app = create_app(settings, watch_config=args.watch)
     uvicorn.run(
         app,
         host=args.host or config.server.host,
@@ -125,15 +128,17 @@ def pin_threads(torch_threads: int | None) -> None:
 def _route(args: argparse.Namespace, settings: Settings) -> int:
     from experts.base import Message
     from gateway.components import build_gateway
+    from gateway.logs import quiet_model_loading
     from gateway.outcomes import ChatCall
 
     config = with_redis_url(load_config(settings.config_path, settings.env), settings.redis_url)
     limit_threads(config)
+    quiet_model_loading()
 
     async def decide() -> dict[str, object]:
         gateway = build_gateway(config, settings.home)
         try:
-            await gateway.start_routing()
+            await gateway.start(experts=False)
             call = ChatCall("auto", (Message("user", args.text),))
             return dict((await gateway.route(call)).to_json())
         finally:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from experts.registry import BuildContext, ExpertSet
+from experts.registry import BuildContext, ExpertSet, build_expert
 from gateway.config import Config, MemoryConfig
 from gateway.memory.bundle import Memory
 from gateway.memory.cache import ResponseCache
@@ -27,8 +27,16 @@ def build_gateway(config: Config, home: Path) -> Gateway:
         batch_wait_ms=config.embedder.batch_wait_ms,
         cache_size=config.embedder.cache_size,
     )
-    experts = ExpertSet.from_specs(config.experts, BuildContext(cache_dir=home))
-    return Gateway(config, embedder, experts, build_memory(config))
+    context = BuildContext(cache_dir=home)
+    experts = ExpertSet.from_specs(config.experts, context)
+    return Gateway(
+        config,
+        embedder,
+        experts,
+        build_memory(config),
+        make_expert=lambda spec: build_expert(spec, context),
+        cache_dir=home / "router",
+    )
 
 
 def build_memory(config: Config) -> Memory:

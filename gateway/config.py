@@ -153,6 +153,15 @@ class HealthConfig(_Section):
     unhealthy_after: int = Field(default=1, ge=1)
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces over OTLP/HTTP; off by default."""
+
+    enabled: bool = False
+    # e.g. http://otel-collector:4318/v1/traces; None: the OTEL_EXPORTER_OTLP_* variables.
+    endpoint: str | None = None
+    service_name: str = "taskgate"
+
+
 class RouterConfig(_Section):
     # Cosine similarity thresholds: used when no head is fitted.
     threshold: float = Field(default=0.45, ge=-1, le=1)
@@ -186,6 +195,7 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     experts: list[ExpertSpec] = Field(min_length=1)
 

@@ -58,9 +58,7 @@ def plot(result: EvalResult, out: Path, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError(
-            "--plot needs matplotlib: pip install 'taskgate[plot]'"
-        ) from exc
+        raise RuntimeError("--plot needs matplotlib: pip install 'taskgate[plot]'") from exc
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
     mistakes = confusions(result.outcomes, top=15)
     names = [f"{truth} -> {got}" for truth, got, _ in mistakes][::-1]

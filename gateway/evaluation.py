@@ -175,9 +175,7 @@ async def _route_all(
     options = RoutingOptions(
         followup_max_words=config.followup_max_words, resolve_threshold=config.resolve_threshold
     )
-    conversation = ConversationRouter(
-        embedder, lambda: router, LocalConversationMemory(), options
-    )
+    conversation = ConversationRouter(embedder, lambda: router, LocalConversationMemory(), options)
     for row in train[:WARMUP_REQUESTS]:  # load code paths and caches, not measured
         await conversation.route([Message("user", row.text)], "eval", remember=False)
     outcomes: list[Outcome] = []
@@ -191,9 +189,9 @@ async def _route_all(
             Outcome(
                 label=row.label,
                 routed=decision.expert if isinstance(decision, Dispatch) else None,
-                action="clarify" if isinstance(decision, Clarify) else (
-                    "dispatch" if isinstance(decision, Dispatch) else "fallback"
-                ),
+                action="clarify"
+                if isinstance(decision, Clarify)
+                else ("dispatch" if isinstance(decision, Dispatch) else "fallback"),
                 best=ranked[0].expert,
                 score=ranked[0].score,
                 runner_up=ranked[1].score if len(ranked) > 1 else 0.0,

@@ -26,11 +26,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str) -> None:
-    """JSON lines on stderr for our loggers and uvicorn's; no progress bars from model loads."""
+def quiet_model_loading() -> None:
+    """No progress bars on stderr when models load."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for our loggers and uvicorn's; no progress bars from model loads."""
+    quiet_model_loading()
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry.trace import Span
+
 from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, Sampling, Usage
 from experts.registry import ExpertSet
 from experts.specs import ExpertSpec
 from gateway.config import Config
-from gateway.errors import ExpertNotFound, InvalidRequest, NotReady
+from gateway.errors import ExpertBusy, ExpertNotFound, InvalidRequest, NotReady
+from gateway.health import Busy
 from gateway.learning import Feedback, Learning
 from gateway.memory.bundle import Memory
 from gateway.memory.cache import CacheRequest, cache_request
@@ -26,11 +29,12 @@ from gateway.memory.pending import CompletionRecord
 from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
-from gateway.routing.builder import RouterBuilder, routing_spec
-from gateway.routing.conversation import ConversationRouter, Routed, RoutingOptions
+from gateway.routing.conversation import Routed
 from gateway.routing.embedder import Embedder
-from gateway.routing.router import Candidate, Clarify, Dispatch, Router
+from gateway.routing.router import Candidate, Clarify, Dispatch
+from gateway.runtime import ExpertFactory, Runtime, build_runtime, check_reloadable, retire
 from gateway.streams import (
+    Lease,
     close_stream,
     error_kind,
     open_expert,
@@ -39,6 +43,7 @@ from gateway.streams import (
     translate,
     usage_from,
 )
+from gateway.tracing import tracer
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +65,22 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class _State:
-    """Everything one config yields; swapped whole, so a request sees one consistent set."""
-
-    config: Config
-    experts: ExpertSet
-    router: Router
-
-
-@dataclass(frozen=True, slots=True)
 class _CachePlan:
     request: CacheRequest
     lookup: bool
     store: bool
     semantic: bool
     ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertReport:
+    name: str
+    kind: str
+    healthy: bool
+    detail: str
+    examples: int
+    exemplars: int
 
 
 class Gateway:
@@ -84,7 +90,10 @@ class Gateway:
         embedder: Embedder,
         experts: ExpertSet,
         memory: Memory,
+        *,
         metrics: Metrics | None = None,
+        make_expert: ExpertFactory | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self._config = config
         self.metrics = metrics if metrics is not None else Metrics()
@@ -92,46 +101,63 @@ class Gateway:
         self._experts = experts
         self._memory = memory
         self._learning = Learning(memory, embedder)
-        self._state: _State | None = None
-        self._router: Router | None = None
-        self._routing = ConversationRouter(
-            embedder,
-            self._current_router,
-            memory.conversation,
-            RoutingOptions(
-                followup_max_words=config.router.followup_max_words,
-                resolve_threshold=config.router.resolve_threshold,
-                clarification_ttl_s=config.memory.clarification_ttl_s,
-                turn_ttl_s=config.memory.turn_ttl_s,
-            ),
-            exemplars=memory.exemplars,
-        )
+        self._make_expert = make_expert
+        self._cache_dir = cache_dir
+        self._runtime: Runtime | None = None
+        self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def start_routing(self, config: Config | None = None) -> None:
-        """Load the embedder and the memory, build the router: enough for `route()`.
+    async def start(self, *, experts: bool = True) -> None:
+        """Load the embedder and memory, start every expert, build the router: ready.
 
-        Given a `config` (a reload), build its router while the current one keeps serving
-        (the head is fitted in a worker thread), then swap it in.
+        `experts=False` prepares routing only (`route()` works, `handle()` must not be used).
         """
-        if self._router is None:
-            await asyncio.gather(self._embedder.start(), self._memory.start())
-        if self._router is None or config is not None:
-            self._router = await _router_for(config or self._config, self._embedder)
-
-    async def start(self) -> None:
-        """Start routing and every expert; the gateway is ready afterwards."""
-        # One after the other: model loads must not overlap (see ExpertSet.start).
-        await self.start_routing()
-        await self._experts.start()
-        assert self._router is not None
-        self._state = _State(self._config, self._experts, self._router)
+        await asyncio.gather(self._embedder.start(), self._memory.start())
+        # Experts after the embedder: model loads must not overlap (see ExpertSet.start).
+        self._runtime = await self._build(
+            self._config, previous=None, experts=self._experts, start_experts=experts
+        )
         logger.info("gateway ready", extra={"action": "ready", "experts": len(self._experts)})
+
+    async def reload(self, config: Config) -> list[str]:
+        """Swap in `config`'s experts and router atomically; in-flight requests finish on
+        the old ones. Nothing changes when building the new set fails."""
+        async with self._reload_lock:
+            current = self._current()
+            check_reloadable(current.config, config)
+            runtime = await self._build(config, previous=current)
+            self._runtime, self._config = runtime, config
+            task = asyncio.create_task(retire(current, runtime), name="retire-runtime")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        logger.info("config reloaded", extra={"action": "reload", "experts": len(config.experts)})
+        return [spec.name for spec in config.experts]
+
+    async def _build(
+        self,
+        config: Config,
+        *,
+        previous: Runtime | None,
+        experts: ExpertSet | None = None,
+        start_experts: bool = True,
+    ) -> Runtime:
+        return await build_runtime(
+            config,
+            embedder=self._embedder,
+            memory=self._memory,
+            metrics=self.metrics,
+            make_expert=self._make_expert,
+            cache_dir=self._cache_dir,
+            previous=previous,
+            experts=experts,
+            start_experts=start_experts,
+        )
 
     @property
     def ready(self) -> bool:
-        return self._state is not None
+        return self._runtime is not None
 
     @property
     def config(self) -> Config:
@@ -141,35 +167,53 @@ class Gateway:
         return self._memory.status()
 
     async def aclose(self) -> None:
-        await self._experts.aclose()
+        for task in list(self._retiring):
+            await task
+        if self._runtime is not None:
+            await self._runtime.health.aclose()
+            await self._runtime.experts.aclose()
+        else:
+            await self._experts.aclose()
         await self._memory.aclose()
         await self._embedder.aclose()
 
-    def _current(self) -> _State:
-        if self._state is None:
+    def _current(self) -> Runtime:
+        if self._runtime is None:
             raise NotReady("the gateway is still starting; retry shortly")
-        return self._state
-
-    def _current_router(self) -> Router:
-        if self._router is None:
-            raise NotReady("the router is still starting; retry shortly")
-        return self._router
+        return self._runtime
 
     # -- the request path -----------------------------------------------------------
 
     async def handle(self, call: ChatCall) -> Reply:
-        state = self._current()
+        runtime = self._current()
+        runtime.inflight.enter()
+        lease = Lease(runtime.inflight.leave)
+        with tracer().start_as_current_span("taskgate.chat") as span:
+            span.set_attribute("taskgate.request_id", call.request_id)
+            try:
+                reply = await self._handle(runtime, call, lease)
+            except BaseException:
+                lease.release()
+                raise
+            _trace_route(span, reply.route)
+            return reply
+
+    async def _handle(self, runtime: Runtime, call: ChatCall, lease: Lease) -> Reply:
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         started = time.perf_counter()
         # 1-4. explicit expert, or route the conversation (learned exemplars count).
-        routed = await self._route(call, remember=True)
+        routed = await self._route(runtime, call, remember=True)
         route = route_info(routed)
         self._observe_route(call, route, time.perf_counter() - started)
         # 5. Clarify: answer with the question; no expert is called.
         if isinstance(routed.decision, Clarify):
-            return Reply(reply_id, created, AUTO, route, single(routed.decision.question))
+            deltas = lease.guard(single(routed.decision.question))
+            return Reply(reply_id, created, AUTO, route, deltas)
         assert route.expert is not None
-        spec = _spec(state.config, route.expert)
+        serving = runtime.serving(route.expert)  # an unhealthy expert's fallback, or 503
+        if serving != route.expert:
+            route = route.with_expert(serving, f"{route.reason}+unhealthy_{route.expert}")
+        spec = runtime.spec(serving)
         messages = call.messages[: routed.keep_messages]
         vector = await self._vector_of(routed, messages)
         if routed.resolved is not None:
@@ -177,41 +221,55 @@ class Gateway:
                 call.tenant, spec.name, routed.routing_text, vector
             )
         # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
-        plan = self._cache_plan(state.config, spec, call, messages, vector)
+        plan = self._cache_plan(runtime.config, spec, call, messages, vector)
         cached = None
         if plan.lookup:
             cached = await self._memory.cache.lookup(plan.request, semantic=plan.semantic)
         if cached is not None:
             self.metrics.cache_hits.labels(cached.kind).inc()
-            usage = usage_from(cached.usage)
-            deltas = replay(cached.content, cached.finish_reason, usage)
-            return Reply(reply_id, created, spec.name, route.with_cached(cached.kind), deltas)
+            deltas = replay(cached.content, cached.finish_reason, usage_from(cached.usage))
+            route = route.with_cached(cached.kind)
+            return Reply(reply_id, created, spec.name, route, lease.guard(deltas))
         # 7. few-shot exemplars of that expert.
         shots = await self._learning.fewshot(call.tenant, spec.name, spec.fewshot, vector, messages)
         route = route.with_fewshot((len(shots) - len(messages)) // 2)
-        # 8. call the expert (or its fallbacks), primed so early failures get a status.
+        # 8. call the expert (or its fallbacks) within its concurrency limit, primed so
+        #    early failures get a status.
+        await self._admit(runtime, spec.name, lease)
         request = ExpertRequest(shots, call.sampling, call.extra, call.request_id)
         expert, deltas = await open_expert(
-            state.config, state.experts, spec.name, request, self.metrics.expert_error
-        )
+            runtime.config, runtime.experts, spec.name, request,
+            self.metrics.expert_error, runtime.health.healthy,
+        )  # fmt: skip
         if expert != spec.name:
             route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
-            plan = self._cache_plan(
-                state.config, _spec(state.config, expert), call, messages, vector
-            )
+            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages, vector)
         # 9. record: the answer for follow-ups and feedback, and the cache.
         recorded = self._record(reply_id, call, routed, expert, plan, deltas, started)
-        return Reply(reply_id, created, expert, route, recorded)
+        return Reply(reply_id, created, expert, route, lease.guard(recorded))
+
+    async def _admit(self, runtime: Runtime, expert: str, lease: Lease) -> None:
+        admission = runtime.admission[expert]
+        try:
+            await admission.acquire()
+        except Busy as exc:
+            self.metrics.expert_error(expert, "busy")
+            spec = runtime.spec(expert)
+            raise ExpertBusy(
+                f"expert '{expert}' is at its limit of {spec.max_concurrency} concurrent "
+                f"requests; none finished within {spec.queue_timeout_s:g}s"
+            ) from exc
+        lease.also(admission.release)
 
     async def route(self, call: ChatCall) -> RouteInfo:
         """The routing decision alone: no expert is called and nothing is remembered."""
-        return route_info(await self._route(call, remember=False))
+        return route_info(await self._route(self._current(), call, remember=False))
 
-    async def _route(self, call: ChatCall, *, remember: bool) -> Routed:
+    async def _route(self, runtime: Runtime, call: ChatCall, *, remember: bool) -> Routed:
         if call.model != AUTO:
-            return _explicit(self._config, call)
+            return _explicit(runtime.config, call)
         try:
-            return await self._routing.route(call.messages, call.tenant, remember=remember)
+            return await runtime.routing.route(call.messages, call.tenant, remember=remember)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
 
@@ -276,7 +334,7 @@ class Gateway:
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
         answer = "".join(parts)
-        await self._routing.remember_answer(call.tenant, answer, expert)
+        await self._current().routing.remember_answer(call.tenant, answer, expert)
         record = CompletionRecord(
             reply_id, call.tenant, expert, routed.routing_text, answer, time.time()
         )
@@ -320,21 +378,26 @@ class Gateway:
         """(name, kind, description) of every expert, in config order."""
         return [(spec.name, spec.kind, spec.description) for spec in self._config.experts]
 
+    async def expert_reports(self) -> list[ExpertReport]:
+        """Each expert's kind, health, and its config examples and learned exemplars."""
+        runtime = self._current()
+        reports = []
+        for spec in runtime.config.experts:
+            health = runtime.health.state(spec.name)
+            learned = await self._memory.exemplars.count(expert=spec.name)
+            report = ExpertReport(
+                name=spec.name,
+                kind=spec.kind,
+                healthy=health.healthy,
+                detail=health.detail,
+                examples=len(spec.examples),
+                exemplars=learned,
+            )
+            reports.append(report)
+        return reports
+
 
 # ---------------------------------------------------------------------------------------
-
-
-async def _router_for(config: Config, embedder: Embedder, cache_dir: Path | None = None) -> Router:
-    """The router for `config`; fitted heads and embeddings are cached under `cache_dir`."""
-    spec = routing_spec(config.router, config.experts)
-    return await RouterBuilder(embedder, cache_dir).build(spec)
-
-
-def _spec(config: Config, name: str) -> ExpertSpec:
-    spec = config.expert(name)
-    if spec is None:  # the router only knows configured experts
-        raise ExpertNotFound(f"unknown expert '{name}'")
-    return spec
 
 
 def _explicit(config: Config, call: ChatCall) -> Routed:
@@ -344,6 +407,15 @@ def _explicit(config: Config, call: ChatCall) -> Routed:
     decision = Dispatch(call.model, 1.0, 0.0, (Candidate(call.model, 1.0),), reason="explicit")
     last_user = next((m.content for m in reversed(call.messages) if m.role == "user"), "")
     return Routed(decision, last_user, len(call.messages))
+
+
+def _trace_route(span: Span, route: RouteInfo) -> None:
+    span.set_attribute("taskgate.action", route.action)
+    span.set_attribute("taskgate.expert", route.expert or "")
+    span.set_attribute("taskgate.reason", route.reason)
+    span.set_attribute("taskgate.cached", route.cached or "")
+    if route.score is not None:
+        span.set_attribute("taskgate.score", route.score)
 
 
 def _log_route(call: ChatCall, route: RouteInfo, seconds: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 from experts.base import (
@@ -19,12 +20,14 @@ from experts.base import (
     ExpertRequest,
     ExpertTimeout,
     ExpertUnavailable,
+    ExpertUnreachable,
     Usage,
 )
 from experts.registry import ExpertSet
 from gateway.config import Config
 from gateway.errors import (
     ExpertCannotAnswer,
+    ExpertDown,
     ExpertFailed,
     ExpertTimedOut,
     GatewayError,
@@ -57,15 +60,18 @@ async def open_expert(
     first: str,
     request: ExpertRequest,
     on_error: ErrorHook | None = None,
+    healthy: Callable[[str], bool] | None = None,
 ) -> tuple[str, AsyncIterator[Delta]]:
     """Start `first`'s stream and wait for its first delta, trying its fallbacks in order.
 
     A fallback is tried when an expert declines or is unavailable before answering; a
     timeout or a rejected request ends the attempt. Returns the expert that answered and
-    its (primed) stream. `on_error(expert, kind)` hears of every failure.
+    its (primed) stream. `on_error(expert, kind)` hears of every failure; fallbacks that
+    `healthy` says are down are skipped.
     """
     spec = config.expert(first)
-    chain = [first, *(spec.fallbacks if spec is not None else [])]
+    fallbacks = spec.fallbacks if spec is not None else []
+    chain = [first, *(f for f in fallbacks if healthy is None or healthy(f))]
     failure: ExpertError | None = None
     for name in chain:
         expert_spec = config.expert(name)
@@ -97,6 +103,8 @@ def translate(exc: ExpertError) -> GatewayError:
         return InvalidRequest(f"expert '{exc.expert}' rejected the request: {exc.message}")
     if isinstance(exc, ExpertDeclined):
         return ExpertCannotAnswer(f"expert '{exc.expert}' cannot answer this: {exc.message}")
+    if isinstance(exc, ExpertUnreachable):
+        return ExpertDown(f"expert '{exc.expert}' is unavailable: {exc.message}")
     return ExpertFailed(f"expert '{exc.expert}' failed: {exc.message}")
 
 
@@ -120,6 +128,37 @@ def usage_from(data: dict[str, int] | None) -> Usage | None:
         return None
     prompt, completion = int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0))
     return Usage(prompt, completion, int(data.get("total_tokens", prompt + completion)))
+
+
+class Lease:
+    """Releases what a request holds (its admission slot, its in-flight count) exactly once:
+    when its answer stream ends, or when the stream is dropped without being read."""
+
+    def __init__(self, *releases: Callable[[], None]) -> None:
+        self._releases = list(releases)
+        self._done = False
+
+    def also(self, release: Callable[[], None]) -> None:
+        self._releases.append(release)
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            for release in self._releases:
+                release()
+
+    def guard(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        guarded = self._guarded(deltas)
+        weakref.finalize(guarded, self.release)  # a stream nobody reads is released too
+        return guarded
+
+    async def _guarded(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        try:
+            async for delta in deltas:
+                yield delta
+        finally:
+            self.release()
+            await close_stream(deltas)
 
 
 async def close_stream(stream: AsyncIterator[Delta]) -> None:

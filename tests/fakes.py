@@ -65,8 +65,11 @@ class ScriptedExpert:
         error: ExpertError | None = None,
         fail_after: int | None = None,
         delay_s: float = 0.0,
+        healthy: bool = True,
     ) -> None:
         self._name = name
+        # What its health probe says (a server can answer probes yet fail requests).
+        self.healthy = healthy
         self._kind = kind
         self.pieces = list(pieces)
         self.error = error
@@ -107,7 +110,7 @@ class ScriptedExpert:
             self.closed_streams += 1
 
     async def health(self) -> Health:
-        return Health(ok=self.error is None)
+        return Health(ok=self.healthy, detail="scripted")
 
     async def aclose(self) -> None:
         pass

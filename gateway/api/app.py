@@ -13,50 +13,88 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.admin import ConfigSource, reload_config
+from gateway.api.admin import router as admin_router
 from gateway.api.memory import router as memory_router
 from gateway.api.middleware import BodyLimit, RequestIds
 from gateway.api.openai import router
+from gateway.api.reloading import on_sighup, watch
 from gateway.api.sse import error_body
 from gateway.components import build_gateway
-from gateway.config import load_config, with_redis_url
+from gateway.config import Config, load_config, with_redis_url
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from gateway.settings import Settings
+from gateway.tracing import setup_tracing
 
 logger = logging.getLogger(__name__)
 
 
-def build_app(gateway: Gateway, max_body_bytes: int) -> FastAPI:
-    """The app around an already-constructed gateway; the lifespan starts and closes it."""
+def build_app(
+    gateway: Gateway,
+    max_body_bytes: int,
+    *,
+    config_source: ConfigSource | None = None,
+    watch_file: Path | None = None,
+) -> FastAPI:
+    """The app around an already-constructed gateway; the lifespan starts and closes it.
+
+    With a `config_source`, `POST /admin/reload` and SIGHUP reload the config; with a
+    `watch_file`, so does a change of that file.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_start(app, gateway), name="gateway-start")
+        async def trigger() -> None:
+            await _reload(gateway, config_source)
+
+        tasks = [asyncio.create_task(_start(app, gateway), name="gateway-start")]
+        if watch_file is not None:
+            tasks.append(asyncio.create_task(watch(watch_file, trigger), name="config-watch"))
+        uninstall = on_sighup(trigger)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            uninstall()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await gateway.aclose()
 
     app = FastAPI(title="taskgate", lifespan=lifespan)
     app.state.gateway = gateway
     app.state.started_at = time.time()
     app.state.startup_error = None
+    app.state.config_source = config_source
     app.include_router(router)
     app.include_router(memory_router)
+    app.include_router(admin_router)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestIds)
     return app
+
+
+async def _reload(gateway: Gateway, source: ConfigSource | None) -> None:
+    """A reload nobody waits for (signal, file change): its outcome goes to the log."""
+    if not gateway.ready:
+        logger.warning("reload ignored: the gateway is still starting")
+        return
+    try:
+        experts = await reload_config(gateway, source)
+    except GatewayError as exc:
+        logger.error("reload failed; nothing changed", extra={"error": exc.message})
+        return
+    logger.info("reload done", extra={"experts": experts})
 
 
 async def _start(app: FastAPI, gateway: Gateway) -> None:
@@ -128,7 +166,22 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return described, param
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Load the configured (or embedded default) config and build the whole app."""
-    config = with_redis_url(load_config(settings.config_path, settings.env), settings.redis_url)
-    return build_app(build_gateway(config, settings.home), config.server.max_body_bytes)
+def create_app(settings: Settings, *, watch_config: bool = False) -> FastAPI:
+    """Load the configured (or embedded default) config and build the whole app.
+
+    A config file can be reloaded live (admin endpoint, SIGHUP, and with `watch_config`,
+    when the file changes); the embedded default cannot.
+    """
+
+    def source() -> Config:
+        return with_redis_url(load_config(settings.config_path, settings.env), settings.redis_url)
+
+    config = source()
+    setup_tracing(config.tracing)
+    path = settings.config_path
+    return build_app(
+        build_gateway(config, settings.home),
+        config.server.max_body_bytes,
+        config_source=source if path is not None else None,
+        watch_file=path if watch_config else None,
+    )

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from gateway.config import AuthConfig
-from gateway.errors import Unauthorized
+from gateway.config import ApiKey, AuthConfig
+from gateway.errors import Forbidden, Unauthorized
 
 DEFAULT_TENANT = "default"
 _MAX_REQUEST_ID = 128
@@ -28,19 +28,35 @@ def new_request_id(given: str) -> str:
     return uuid.uuid4().hex
 
 
-def tenant_for(auth: AuthConfig, authorization: str | None) -> str:
+def key_for(auth: AuthConfig, authorization: str | None) -> ApiKey | None:
+    """The configured key the request presents; None when authentication is off."""
     if not auth.keys:
-        return DEFAULT_TENANT
+        return None
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     for entry in auth.keys:
         if hmac.compare_digest(entry.key.get_secret_value().encode(), token.strip().encode()):
-            return entry.tenant
+            return entry
     raise Unauthorized("invalid API key")
+
+
+def tenant_for(auth: AuthConfig, authorization: str | None) -> str:
+    key = key_for(auth, authorization)
+    return key.tenant if key is not None else DEFAULT_TENANT
 
 
 async def request_context(request: Request) -> RequestContext:
     auth: AuthConfig = request.app.state.gateway.config.auth
     tenant = tenant_for(auth, request.headers.get("authorization"))
+    return RequestContext(tenant, request.state.request_id)
+
+
+async def admin_context(request: Request) -> RequestContext:
+    """Like `request_context`, but only keys marked `admin: true` pass (when auth is on)."""
+    auth: AuthConfig = request.app.state.gateway.config.auth
+    key = key_for(auth, request.headers.get("authorization"))
+    if key is not None and not key.admin:
+        raise Forbidden("this endpoint needs an API key with admin: true")
+    tenant = key.tenant if key is not None else DEFAULT_TENANT
     return RequestContext(tenant, request.state.request_id)

@@ -167,9 +167,7 @@ class RouterBuilder:
             await self._embedder.embed(texts[i : i + EMBED_CHUNK])
             for i in range(0, len(texts), EMBED_CHUNK)
         ]
-        vectors = (
-            np.concatenate(parts) if parts else np.zeros((0, self._embedder.dim), np.float32)
-        )
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self._embedder.dim), np.float32)
         if identity is not None and self._vectors is not None:
             await anyio.to_thread.run_sync(self._vectors.store, identity, texts, vectors)
         return vectors

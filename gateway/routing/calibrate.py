@@ -192,9 +192,7 @@ class Calibrated:
     target: Target
 
 
-def calibrate(
-    held: HeldOut, target: Target, gammas: Sequence[float] = GAMMAS
-) -> Calibrated:
+def calibrate(held: HeldOut, target: Target, gammas: Sequence[float] = GAMMAS) -> Calibrated:
     """Pick gamma (how much the similarity evidence counts), fit alpha and theta, and
     choose the operating point for `target`; gamma is chosen by that point's objective."""
     if target.kind == "oos_recall" and not held.has_negatives:

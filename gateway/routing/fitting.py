@@ -173,9 +173,7 @@ def _validation_held_out(
     dim = exemplars.vectors.shape[1]
     index = _index_of(exemplars.vectors, exemplars.targets, len(exemplars.experts), dim)
     sims = index.score_matrix(validation.vectors, options.aggregate, options.top_k)
-    return HeldOut(
-        linear.log_probs(validation.vectors), sims, validation.targets, linear.has_none
-    )
+    return HeldOut(linear.log_probs(validation.vectors), sims, validation.targets, linear.has_none)
 
 
 def _fold_held_out(exemplars: Exemplars, options: HeadOptions) -> HeldOut:

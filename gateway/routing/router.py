@@ -141,7 +141,6 @@ class ExemplarIndex:
                 out[i] = max(float(out[i]), max(float(x) for x in more))
         return out
 
-
     def score_matrix(self, vectors: NDArray[np.float32], aggregate: str, top_k: int) -> Vector:
         """`scores` for many vectors at once, [n, experts] (no runtime exemplars)."""
         rows = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)

@@ -141,3 +141,19 @@ def test_settings_read_the_environment() -> None:
     assert settings.home == Path("/srv/tg")
     assert settings.env["TASKGATE_HOME"] == "/srv/tg"
     assert Settings.from_env({}).config_path is None
+
+
+def test_the_readme_configuration_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example, "README.md", {"TASKGATE_KEY": "k"})
+    assert [e.name for e in config.experts] == ["code", "calculator", "general"]
+    assert config.router.target is not None and config.router.target.oos_recall == 0.9
+
+
+def test_redis_memory_needs_a_url() -> None:
+    text = "memory: {backend: redis}\n" + GOOD
+    ((path, line, message),) = issues_of(text, {"CODE_KEY": "k"})
+    assert (path, line) == ("memory", 1)
+    assert "needs memory.url" in message

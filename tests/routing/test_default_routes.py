@@ -9,10 +9,10 @@ import pytest
 from experts.base import Message
 from gateway.config import load_config
 from gateway.memory.pending import LocalConversationMemory
+from gateway.routing.builder import RouterBuilder, routing_spec
 from gateway.routing.conversation import ConversationRouter, RoutingOptions
 from gateway.routing.embedder import SentenceTransformerEmbedder, resolve_embedder_path
 from gateway.routing.router import Clarify, Dispatch
-from gateway.service import _router_for
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,7 @@ async def conv() -> AsyncIterator[ConversationRouter]:
     config = load_config(None, {})
     embedder = SentenceTransformerEmbedder(resolve_embedder_path(config.embedder.model))
     await embedder.start()
-    router = await _router_for(config, embedder)
+    router = await RouterBuilder(embedder).build(routing_spec(config.router, config.experts))
     yield ConversationRouter(embedder, lambda: router, LocalConversationMemory(), RoutingOptions())
     await embedder.aclose()
 

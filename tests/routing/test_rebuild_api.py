@@ -78,7 +78,11 @@ class Served:
 def served() -> Iterator[Served]:
     embedder = GatedEmbedder(KEYWORDS)
     experts = [ScriptedExpert("weather", ["sunny"]), ScriptedExpert("music", ["la la"])]
-    gateway = Gateway(config("weather"), embedder, ExpertSet(experts), local_memory())
+    answers = {"weather": ["sunny"], "music": ["la la"]}
+    gateway = Gateway(
+        config("weather"), embedder, ExpertSet(experts), local_memory(),
+        make_expert=lambda spec: ScriptedExpert(spec.name, answers[spec.name]),
+    )  # fmt: skip
     with serve(build_app(gateway, 1 << 20)) as url:
         wait_ready(url)
         yield Served(url, gateway, embedder)
@@ -103,7 +107,7 @@ def test_rebuild_with_new_exemplars_changes_decisions_without_dropping_requests(
     assert served.embedder.loop is not None
     served.embedder.gate.clear()  # the rebuild waits here, half-way
     rebuild = asyncio.run_coroutine_threadsafe(
-        served.gateway.start_routing(config("music")), served.embedder.loop
+        served.gateway.reload(config("music")), served.embedder.loop
     )
 
     def chat(i: int) -> str:

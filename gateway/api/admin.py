@@ -1,0 +1,61 @@
+"""Operator routes: reload the config live, and see each expert's state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from gateway.api.auth import RequestContext, admin_context
+from gateway.config import Config, ConfigError
+from gateway.errors import InvalidRequest
+from gateway.service import Gateway
+
+router = APIRouter()
+Admin = Annotated[RequestContext, Depends(admin_context)]
+ConfigSource = Callable[[], Config]
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def reload_config(gateway: Gateway, source: ConfigSource | None) -> list[str]:
+    """Load and validate the config, then swap it in; an invalid one changes nothing."""
+    if source is None:
+        raise InvalidRequest("this gateway runs the embedded default; there is nothing to reload")
+    try:
+        config = await anyio.to_thread.run_sync(source)
+    except ConfigError as exc:
+        first = exc.issues[0].path if exc.issues else None
+        raise InvalidRequest(
+            f"invalid config, nothing changed:\n{exc}", param=first, code="invalid_config"
+        ) from exc
+    return await gateway.reload(config)
+
+
+@router.post("/admin/reload")
+async def reload(request: Request, context: Admin) -> JSONResponse:
+    experts = await reload_config(_gateway(request), request.app.state.config_source)
+    return JSONResponse({"status": "reloaded", "experts": experts})
+
+
+@router.get("/admin/experts")
+async def experts(request: Request, context: Admin) -> JSONResponse:
+    reports = await _gateway(request).expert_reports()
+    data = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "healthy": r.healthy,
+            "detail": r.detail,
+            "examples": r.examples,
+            "exemplars": r.exemplars,
+        }
+        for r in reports
+    ]
+    return JSONResponse({"object": "list", "data": data})
