@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -103,8 +104,15 @@ class RedisStore:
         self._search = RedisVectorSearch(
             client, self._keys, algorithm=ft_algorithm, timeout_s=timeout_s
         )
+        # Tags this store's stream entries, so that it skips its own writes when following.
+        self._origin = uuid.uuid4().hex
         self._sync = Follower(
-            client, self._keys, self._index, timeout_s=timeout_s, block_ms=sync_block_ms
+            client,
+            self._keys,
+            self._index,
+            timeout_s=timeout_s,
+            block_ms=sync_block_ms,
+            origin=self._origin,
         )
         self._retry_max = retry_max_s
         self._link_up = False  # writes go straight to Redis
@@ -262,7 +270,12 @@ class RedisStore:
                     pipe.pexpireat(key, int(write.exemplar.expires_at * 1000))
                     queued += 1
             stream = self._keys.stream
-            pipe.xadd(stream, {"id": write.id}, maxlen=self._stream_maxlen, approximate=True)
+            pipe.xadd(
+                stream,
+                {"id": write.id, "origin": self._origin},
+                maxlen=self._stream_maxlen,
+                approximate=True,
+            )
             queued += 1
         results = await guarded("write", self._timeout, pipe.execute())
         return {exemplar_id for position, exemplar_id in deletes if int(results[position])}

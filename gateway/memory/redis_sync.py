@@ -4,14 +4,15 @@
 many entries were ever added), then loads every record (SCAN + pipelined HGETALL) and
 drops what Redis no longer has; `follow()` then reads the stream from that position
 (XREAD BLOCK) and re-reads each changed record, so nothing that changed during the load
-is missed. An entry names only an id: its record's current state in Redis is the truth
-(absent: removed). If the stream was trimmed past entries this replica had not read,
+is missed. An entry names only an id (and the store that wrote it): its record's current
+state in Redis is the truth (absent: removed). A store skips the entries of its own writes,
+which its index already holds. If the stream was trimmed past entries this replica had not read,
 `follow()` raises `Resync` and the store reloads everything.
 
 A record read from Redis must not overwrite a newer local write: the store brackets each
 write with `begin()` / `end()`, and a re-read record is applied only if no write of its
-id was in flight, or ended, after the read began (that write's own stream entry brings
-the record back in later).
+id was in flight, or ended, after the read began; such an id is read again shortly after,
+since Redis may by then hold a later write of another replica.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 Raw = Mapping[bytes | str, bytes | str]
 _SCAN_COUNT = 1000
 _READ_COUNT = 1000
+_RECHECK_MS = 20
 
 
 class Resync(Exception):
@@ -58,9 +60,11 @@ class Follower:
         *,
         timeout_s: float,
         block_ms: int,
+        origin: str = "",
         purge_interval_s: float = 60.0,
     ) -> None:
         self._client = client
+        self._origin = origin.encode()
         self._keys = keys
         self._index = index
         self._timeout = timeout_s
@@ -75,6 +79,7 @@ class Follower:
         self._ended: dict[str, int] = {}
         self._writes = 0
         self._readers = 0
+        self._recheck: set[str] = set()
         # Full loads done (the first, and one per recovery or trimmed stream).
         self.loads = 0
 
@@ -145,28 +150,44 @@ class Follower:
         while True:
             if not link_up():
                 raise RedisDown("a write to redis failed")
+            # Ids set aside because a local write was in flight are read again soon.
+            block = min(self._block_ms, _RECHECK_MS) if self._recheck else self._block_ms
             reply: object = await guarded(
                 "XREAD",
                 deadline,
-                self._client.xread(
-                    {self._keys.stream: position}, count=_READ_COUNT, block=self._block_ms
-                ),
+                self._client.xread({self._keys.stream: position}, count=_READ_COUNT, block=block),
             )
             entries = _entries(reply)
+            changed = list(self._recheck)
             if entries:
                 await self._check_gap(len(entries))
-                changed = (as_text(fields[b"id"]) for _, fields in entries if b"id" in fields)
-                await self.refresh(list(dict.fromkeys(changed)))
+                changed += [
+                    as_text(fields[b"id"])
+                    for _, fields in entries
+                    if b"id" in fields and not self._mine(fields)
+                ]
                 position = as_text(entries[-1][0])
+            if changed:
+                await self.refresh(list(dict.fromkeys(changed)))
             if time.monotonic() >= next_purge:
                 await anyio.to_thread.run_sync(self._index.purge_expired)
                 next_purge = time.monotonic() + self._purge_interval
 
+    def _mine(self, fields: Mapping[bytes, bytes]) -> bool:
+        return bool(self._origin) and fields.get(b"origin") == self._origin
+
     async def refresh(self, ids: Sequence[str]) -> None:
-        """Re-read `ids` from Redis into the index (absent ones are removed)."""
+        """Re-read `ids` from Redis into the index (absent ones are removed).
+
+        An id with a local write in flight, or ended during the read, is left as the index
+        has it and read again by `follow()`: Redis may hold a later write of another
+        replica whose entry this replica has already read.
+        """
         with self._reading() as mark:
             replies = await self._hgetall(ids)
-            await anyio.to_thread.run_sync(self._apply, ids, replies, mark)
+            skipped = await anyio.to_thread.run_sync(self._apply, ids, replies, mark)
+        self._recheck.difference_update(ids)
+        self._recheck.update(skipped)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Exemplar]:
         """The records among `ids` that Redis holds and that decode, by id."""
@@ -180,12 +201,20 @@ class Follower:
         replies: list[Raw] = await guarded("HGETALL", self._timeout, pipe.execute())
         return replies
 
-    def _apply(self, ids: Sequence[str], replies: Sequence[Raw], mark: int) -> None:
-        """(worker thread) Upsert what Redis holds, remove what it does not."""
+    def _apply(self, ids: Sequence[str], replies: Sequence[Raw], mark: int) -> set[str]:
+        """(worker thread) Upsert what Redis holds, remove what it does not; returns the
+        ids left alone because the index holds a newer local write."""
         records = _decoded(ids, replies)
         present = [ex for ex in records if ex is not None]
         gone = [i for i, ex in zip(ids, records, strict=True) if ex is None]
-        keep = functools.partial(self._newer_locally, mark=mark)
+        skipped: set[str] = set()
+
+        def keep(exemplar_id: str) -> bool:
+            newer = self._newer_locally(exemplar_id, mark)
+            if newer:
+                skipped.add(exemplar_id)
+            return newer
+
         try:
             self._index.apply(present, gone, keep)
         except ValueError:  # a vector of another dimension: apply the rest one by one
@@ -195,6 +224,7 @@ class Follower:
                 except ValueError as exc:
                     logger.warning("skipped a redis record", extra={"error": str(exc)})
             self._index.apply((), gone, keep)
+        return skipped
 
     async def _stream_state(self) -> tuple[str, int]:
         """The stream's last id and how many entries it ever had ("0-0", 0 if none)."""

@@ -51,6 +51,48 @@ async def test_a_write_on_one_replica_reaches_the_other(
     assert b.status().ok and b.status().extra["full_loads"] == "1"
 
 
+async def test_a_replica_does_not_read_back_its_own_writes(
+    open_redis_store: OpenRedisStore, redis_client: Redis
+) -> None:
+    a = await open_redis_store()
+    b = await open_redis_store()
+
+    async def hgetalls() -> int:
+        stats = await redis_client.info("commandstats")
+        return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+    before = await hgetalls()
+    await a.add([record(f"a{i}", unit(1, i)) for i in range(50)])
+    await b.add([record("marker", B)])
+
+    async def both_have_all() -> bool:
+        return await a.get("marker") is not None and await b.count() == 51
+
+    await wait_until(both_have_all, "each replica has the other's writes")
+    # B read A's 50 records and A read B's one; neither re-read its own.
+    assert await hgetalls() - before == 51
+
+
+async def test_a_change_read_during_a_local_write_is_read_again(
+    open_redis_store: OpenRedisStore,
+) -> None:
+    a = await open_redis_store()
+    b = await open_redis_store()
+    # A local write of "x" on A is in flight while B's write of "x" arrives: A leaves its
+    # index alone then, and must read "x" again once its own write is over.
+    a._sync.begin(["x"])
+    await b.add([record("x", B, text="from b")])
+    await anyio.sleep(0.5)
+    assert await a.get("x") is None
+    a._sync.end(["x"])
+
+    async def a_has_it() -> bool:
+        found = await a.get("x")
+        return found is not None and found.text == "from b"
+
+    await wait_until(a_has_it, "A reads the record again after its write ended")
+
+
 async def test_a_new_store_loads_everything(open_redis_store: OpenRedisStore) -> None:
     first = await open_redis_store()
     soon = time.time() + 3600
