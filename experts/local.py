@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeAlias, TypeVar, cast
+from typing import TypeAlias, TypeVar, cast
 
 import anyio
 import torch
@@ -23,7 +23,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from experts.base import (
     Delta,
-    ExpertRejected,
     ExpertRequest,
     ExpertResult,
     ExpertTimeout,
@@ -32,34 +31,19 @@ from experts.base import (
     Usage,
     drain,
 )
-from experts.decoding import LogitsTransform, StopScanner, sampling_transforms
+from experts.decoding import StopScanner
+from experts.prompting import DTYPES, ChatTokenizer, PromptPlan, eos_ids, plan_prompt
 from experts.specs import LocalSpec
 from experts.weights import ModelUnavailable, resolve_model
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class _Tokenizer(Protocol):
-    """The part of a transformers tokenizer we use."""
-
-    chat_template: str | None
-    eos_token_id: int | None
-
-    def apply_chat_template(
-        self, conversation: list[dict[str, str]], *, tokenize: bool, add_generation_prompt: bool
-    ) -> str: ...
-
-    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]: ...
-
-    def decode(self, token_ids: list[int], *, skip_special_tokens: bool) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    tokenizer: _Tokenizer
+    tokenizer: ChatTokenizer
     model: torch.nn.Module
     device: torch.device
     dtype: torch.dtype
@@ -70,18 +54,6 @@ class _Loaded:
 
     def describe(self) -> str:
         return f"loaded on {self.device.type}/{str(self.dtype).removeprefix('torch.')}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """One request, templated, truncated and ready to decode."""
-
-    prompt_ids: list[int]
-    max_new_tokens: int
-    stop: tuple[str, ...]
-    greedy: bool
-    seed: int | None
-    transforms: tuple[LogitsTransform, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +157,7 @@ class LocalExpert:
             message = f"no answer within {self._spec.timeout_s:g}s"
             raise ExpertTimeout(self.name, message) from exc
 
-    def _final(self, event: _Event, plan: _Plan, request_id: str) -> Delta:
+    def _final(self, event: _Event, plan: PromptPlan, request_id: str) -> Delta:
         if isinstance(event, _Finished):
             prompt = len(plan.prompt_ids)
             usage = Usage(prompt, event.completion_tokens, prompt + event.completion_tokens)
@@ -212,7 +184,8 @@ class LocalExpert:
         if spec.threads is not None:
             torch.set_num_threads(spec.threads)
         try:
-            tokenizer = cast(_Tokenizer, AutoTokenizer.from_pretrained(path, local_files_only=True))
+            pretrained = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = cast(ChatTokenizer, pretrained)
             loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
             model = cast(torch.nn.Module, loaded).to(device).eval()
         except Exception as exc:  # transformers/torch raise many kinds; all mean "cannot load"
@@ -221,58 +194,27 @@ class LocalExpert:
             raise ExpertUnavailable(self.name, f"{spec.model} has no chat template")
         parameters = inspect.signature(model.forward).parameters
         cache_keyword = "cache" if "cache" in parameters else "past_key_values"
-        eos_ids, keeps_last = _eos_ids(tokenizer, model), "logits_to_keep" in parameters
-        return _Loaded(tokenizer, model, device, dtype, eos_ids, cache_keyword, keeps_last)
+        eos, keeps_last = eos_ids(tokenizer, model), "logits_to_keep" in parameters
+        return _Loaded(tokenizer, model, device, dtype, eos, cache_keyword, keeps_last)
 
-    def _plan(self, loaded: _Loaded, request: ExpertRequest) -> _Plan:
+    def _plan(self, loaded: _Loaded, request: ExpertRequest) -> PromptPlan:
         """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
-        sampling, context = request.sampling, self._spec.context_tokens
-        max_new = self._spec.max_tokens if sampling.max_tokens is None else sampling.max_tokens
-        if not request.messages:
-            raise ExpertRejected(self.name, "the request has no messages")
-        if max_new < 1:
-            raise ExpertRejected(self.name, f"max_tokens must be at least 1, got {max_new}")
-        turns = [{"role": m.role, "content": m.content} for m in request.messages]
-        system = self._spec.system_prompt
-        if system and not any(turn["role"] == "system" for turn in turns):
-            turns.insert(0, {"role": "system", "content": system})
-        try:
-            prompt = _prompt_ids(loaded.tokenizer, turns, budget=context - max_new)
-            transforms = sampling_transforms(sampling, len(prompt))
-        except (ValueError, TypeError) as exc:
-            raise ExpertRejected(self.name, f"invalid request: {exc}") from exc
-        if len(prompt) >= context:
-            message = f"the prompt needs {len(prompt)} tokens; the context holds {context}"
-            raise ExpertRejected(self.name, message)
-        max_new = min(max_new, context - len(prompt))
-        return _Plan(
-            prompt, max_new, sampling.stop, sampling.is_greedy(), sampling.seed, transforms
+        spec = self._spec
+        return plan_prompt(
+            self.name,
+            loaded.tokenizer,
+            request,
+            context_tokens=spec.context_tokens,
+            default_max_tokens=spec.max_tokens,
+            system_prompt=spec.system_prompt,
         )
-
-
-def _eos_ids(tokenizer: _Tokenizer, model: torch.nn.Module) -> frozenset[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    candidates = [tokenizer.eos_token_id]
-    candidates += configured if isinstance(configured, list) else [configured]
-    return frozenset(token for token in candidates if isinstance(token, int))
-
-
-def _prompt_ids(tokenizer: _Tokenizer, turns: list[dict[str, str]], budget: int) -> list[int]:
-    """Template and tokenize, dropping the oldest non-system turns while over `budget`."""
-    while True:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        droppable = [i for i, turn in enumerate(turns[:-1]) if turn["role"] != "system"]
-        if len(ids) <= budget or not droppable:
-            return list(ids)
-        del turns[droppable[0]]
 
 
 class _Decoder:
     """One generation in its own thread; its events reach the event loop through a queue."""
 
     def __init__(
-        self, loaded: _Loaded, plan: _Plan, loop: asyncio.AbstractEventLoop, thread_name: str
+        self, loaded: _Loaded, plan: PromptPlan, loop: asyncio.AbstractEventLoop, thread_name: str
     ) -> None:
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
         self.cancel = threading.Event()

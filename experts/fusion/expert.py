@@ -32,7 +32,6 @@ from experts.base import (
     Usage,
     drain,
 )
-from experts.decoding import sampling_transforms
 from experts.fusion.decoder import BatchDecoder, FusionCombiner
 from experts.fusion.loading import LoadedFusion, load_fusion
 from experts.fusion.rows import (
@@ -46,7 +45,7 @@ from experts.fusion.rows import (
     TextEvent,
 )
 from experts.fusion.solvers import build_solver
-from experts.local import _prompt_ids
+from experts.prompting import plan_prompt
 from experts.specs import FusionSpec
 from experts.weights import ModelUnavailable
 
@@ -196,29 +195,18 @@ class FusionExpert:
 
     def _plan(self, loaded: LoadedFusion, request: ExpertRequest) -> RowPlan:
         """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
-        sampling, context = request.sampling, self._spec.context_tokens
-        max_new = self._spec.max_tokens if sampling.max_tokens is None else sampling.max_tokens
-        if not request.messages:
-            raise ExpertRejected(self.name, "the request has no messages")
-        if max_new < 1:
-            raise ExpertRejected(self.name, f"max_tokens must be at least 1, got {max_new}")
-        turns = [{"role": m.role, "content": m.content} for m in request.messages]
-        system = self._spec.system_prompt
-        if system and not any(turn["role"] == "system" for turn in turns):
-            turns.insert(0, {"role": "system", "content": system})
-        try:
-            prompt = _prompt_ids(loaded.tokenizer, turns, budget=context - max_new)
-            transforms = sampling_transforms(sampling, len(prompt))
-        except (ValueError, TypeError) as exc:
-            raise ExpertRejected(self.name, f"invalid request: {exc}") from exc
-        if len(prompt) >= context:
-            message = f"the prompt needs {len(prompt)} tokens; the context holds {context}"
-            raise ExpertRejected(self.name, message)
-        if not loaded.vocab.allows(prompt):
+        spec = self._spec
+        plan = plan_prompt(
+            self.name,
+            loaded.tokenizer,
+            request,
+            context_tokens=spec.context_tokens,
+            default_max_tokens=spec.max_tokens,
+            system_prompt=spec.system_prompt,
+        )
+        if not loaded.vocab.allows(plan.prompt_ids):
             raise ExpertRejected(self.name, "the prompt uses tokens not every model knows")
-        max_new = min(max_new, context - len(prompt))
-        greedy, seed = sampling.is_greedy(), sampling.seed
-        return RowPlan(tuple(prompt), max_new, sampling.stop, greedy, seed, transforms)
+        return plan
 
 
 def _bridge(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event]) -> EventSink:

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from experts.fusion.members import CausalLMMember
 from experts.fusion.vocab import MemberVocab, SharedVocab, shared_vocab
-from experts.local import DTYPES, _eos_ids, _Tokenizer
+from experts.prompting import DTYPES, ChatTokenizer, eos_ids
 from experts.specs import FusionSpec
 from experts.weights import ModelUnavailable, resolve_model
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 GGUF_SUFFIX = ".gguf"
 
 
-class FusionTokenizer(_Tokenizer, Protocol):
+class FusionTokenizer(ChatTokenizer, Protocol):
     """The part of a transformers tokenizer fusion uses."""
 
     def get_vocab(self) -> dict[str, int]: ...
@@ -82,8 +82,8 @@ def load_fusion(spec: FusionSpec, cache_dir: Path) -> LoadedFusion:
     if not large.tokenizer.chat_template:
         raise ModelUnavailable(f"{spec.large} has no chat template")
     members = tuple(CausalLMMember(model.module) for model in chosen)
-    eos_ids = _eos_ids(large.tokenizer, large.module)
-    return LoadedFusion(large.tokenizer, members, vocab, eos_ids, device, dtype)
+    eos = eos_ids(large.tokenizer, large.module)
+    return LoadedFusion(large.tokenizer, members, vocab, eos, device, dtype)
 
 
 def _vocabs(roles: Sequence[tuple[str, str]], models: Sequence[_Model]) -> list[MemberVocab]:

@@ -13,19 +13,11 @@ from typing import TypeAlias
 
 import torch
 
-from experts.decoding import LogitsTransform, StopScanner
+from experts.decoding import StopScanner
+from experts.prompting import PromptPlan
 
-
-@dataclass(frozen=True, slots=True)
-class RowPlan:
-    """One request, templated, truncated, tokenized and ready to decode."""
-
-    prompt_ids: tuple[int, ...]
-    max_new_tokens: int
-    stop: tuple[str, ...] = ()
-    greedy: bool = True
-    seed: int | None = None
-    transforms: tuple[LogitsTransform, ...] = ()
+# One request, templated, truncated, tokenized and ready to decode.
+RowPlan: TypeAlias = PromptPlan
 
 
 @dataclass(slots=True)
