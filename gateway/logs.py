@@ -42,3 +42,7 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.Formatter.converter = time.gmtime
+    # httpx logs every upstream request at INFO; the gateway's own "routed" line and
+    # uvicorn's access line already say what happened, so only its warnings are kept.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

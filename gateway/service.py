@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from opentelemetry.trace import Span
@@ -66,11 +66,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class _CachePlan:
-    request: CacheRequest
+    request: CacheRequest  # its vector is filled in only when a semantic step needs it
     lookup: bool
     store: bool
     semantic: bool
     ttl_s: float
+
+    def with_vector(self, vector: Vector) -> _CachePlan:
+        return replace(self, request=replace(self.request, vector=vector))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +218,19 @@ class Gateway:
             route = route.with_expert(serving, f"{route.reason}+unhealthy_{route.expert}")
         spec = runtime.spec(serving)
         messages = call.messages[: routed.keep_messages]
-        vector = await self._vector_of(routed, messages)
+        # Embedded only when a step needs it: a fixed route without semantic caching or
+        # few-shot examples never runs the embedder.
+        vector = _LazyVector(self._embedder, routed, messages)
         if routed.resolved is not None:
             await self._learning.learn_clarification(
-                call.tenant, spec.name, routed.routing_text, vector
+                call.tenant, spec.name, routed.routing_text, await vector.get()
             )
         # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
-        plan = self._cache_plan(runtime.config, spec, call, messages, vector)
+        plan = self._cache_plan(runtime.config, spec, call, messages)
         cached = None
         if plan.lookup:
+            if plan.semantic and plan.request.semantic:
+                plan = plan.with_vector(await vector.get())
             cached = await self._memory.cache.lookup(plan.request, semantic=plan.semantic)
         if cached is not None:
             self.metrics.cache_hits.labels(cached.kind).inc()
@@ -231,7 +238,11 @@ class Gateway:
             route = route.with_cached(cached.kind)
             return Reply(reply_id, created, spec.name, route, lease.guard(deltas))
         # 7. few-shot exemplars of that expert.
-        shots = await self._learning.fewshot(call.tenant, spec.name, spec.fewshot, vector, messages)
+        shots: tuple[Message, ...] = messages
+        if spec.fewshot > 0:
+            shots = await self._learning.fewshot(
+                call.tenant, spec.name, spec.fewshot, await vector.get(), messages
+            )
         route = route.with_fewshot((len(shots) - len(messages)) // 2)
         # 8. call the expert (or its fallbacks) within its concurrency limit, primed so
         #    early failures get a status.
@@ -243,9 +254,9 @@ class Gateway:
         )  # fmt: skip
         if expert != spec.name:
             route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
-            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages, vector)
+            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages)
         # 9. record: the answer for follow-ups and feedback, and the cache.
-        recorded = self._record(reply_id, call, routed, expert, plan, deltas, started)
+        recorded = self._record(reply_id, call, routed, expert, plan, vector, deltas, started)
         return Reply(reply_id, created, expert, route, lease.guard(recorded))
 
     async def _admit(self, runtime: Runtime, expert: str, lease: Lease) -> None:
@@ -273,28 +284,19 @@ class Gateway:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
 
-    async def _vector_of(self, routed: Routed, messages: tuple[Message, ...]) -> Vector:
-        """The embedding of the last user turn (routing usually computed it already)."""
-        last_user = next(m.content for m in reversed(messages) if m.role == "user")
-        if routed.vector is not None and routed.routing_text == last_user:
-            return routed.vector
-        vector: Vector = (await self._embedder.embed([last_user]))[0]
-        return vector
-
     def _cache_plan(
         self,
         config: Config,
         spec: ExpertSpec,
         call: ChatCall,
         messages: tuple[Message, ...],
-        vector: Vector,
     ) -> _CachePlan:
         ttl = spec.cache_ttl_s if spec.cache_ttl_s is not None else config.cache.ttl_s
         repeatable = call.sampling.is_greedy() or call.sampling.seed is not None
         usable = config.cache.enabled and ttl > 0 and repeatable
         params: dict[str, object] = {"sampling": call.sampling, "extra": dict(call.extra)}
         pairs = [(m.role, m.content) for m in messages]
-        request = cache_request(call.tenant, spec.name, pairs, params, vector)
+        request = cache_request(call.tenant, spec.name, pairs, params)
         semantic = spec.semantic_cache if spec.semantic_cache is not None else config.cache.semantic
         return _CachePlan(
             request,
@@ -311,6 +313,7 @@ class Gateway:
         routed: Routed,
         expert: str,
         plan: _CachePlan,
+        vector: _LazyVector,
         deltas: AsyncIterator[Delta],
         started: float,
     ) -> AsyncIterator[Delta]:
@@ -345,7 +348,10 @@ class Gateway:
                 "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.total_tokens,
             }  # fmt: skip
-            await self._memory.cache.store(plan.request, answer, finish, counts, plan.ttl_s)
+            request = plan.request
+            if request.vector is None:
+                request = plan.with_vector(await vector.get()).request
+            await self._memory.cache.store(request, answer, finish, counts, plan.ttl_s)
 
     def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
         self.metrics.requests.labels(route.expert or "", route.action).inc()
@@ -398,6 +404,21 @@ class Gateway:
 
 
 # ---------------------------------------------------------------------------------------
+
+
+class _LazyVector:
+    """The embedding of the request's last user turn, computed at most once, on demand
+    (routing usually computed it already)."""
+
+    def __init__(self, embedder: Embedder, routed: Routed, messages: tuple[Message, ...]) -> None:
+        self._embedder = embedder
+        self._text = next(m.content for m in reversed(messages) if m.role == "user")
+        self._vector = routed.vector if routed.routing_text == self._text else None
+
+    async def get(self) -> Vector:
+        if self._vector is None:
+            self._vector = (await self._embedder.embed([self._text]))[0]
+        return self._vector
 
 
 def _explicit(config: Config, call: ChatCall) -> Routed:

@@ -33,10 +33,11 @@ class CacheRequest:
     exact_key: str
     # Hash of everything but the last user turn: semantic hits must share it.
     context_key: str
-    # The last user turn and its embedding; semantic hits only for single-turn requests.
-    text: str
-    vector: Vector
+    # Semantic hits only for single-turn requests.
     semantic: bool
+    # The last user turn, and its embedding (needed for semantic lookups and to store).
+    text: str
+    vector: Vector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ def cache_request(
     expert: str,
     messages: Sequence[tuple[str, str]],
     params: Mapping[str, object],
-    vector: Vector,
+    vector: Vector | None = None,
 ) -> CacheRequest:
     """Keys for a conversation; `vector` is the embedding of its last user turn."""
     normalised = [(role, " ".join(content.split())) for role, content in messages]
@@ -62,7 +63,7 @@ def cache_request(
     exact = _digest({"expert": expert, "messages": normalised, "params": params})
     context_key = _digest({"expert": expert, "context": context, "params": params})
     single_turn = len(users) == 1 and all(role in ("system", "user") for role, _ in normalised)
-    return CacheRequest(tenant, expert, exact, context_key, text, vector, single_turn)
+    return CacheRequest(tenant, expert, exact, context_key, single_turn, text, vector)
 
 
 class ResponseCache:
@@ -83,6 +84,8 @@ class ResponseCache:
             return _answer(exact, "exact")
         if not (semantic and request.semantic):
             return None
+        if request.vector is None:
+            raise ValueError("a semantic lookup needs the request's embedding")
         hits = await self._store.search(
             request.vector, 4, expert=request.expert, tenant=request.tenant
         )
@@ -106,6 +109,8 @@ class ResponseCache:
         usage: dict[str, int] | None,
         ttl_s: float,
     ) -> None:
+        if request.vector is None:
+            raise ValueError("storing an answer needs the request's embedding")
         now = self._clock()
         payload = {
             "content": content,

@@ -61,9 +61,12 @@ def make_experts() -> dict[str, ScriptedExpert]:
 
 
 class Served:
-    def __init__(self, url: str, experts: dict[str, ScriptedExpert]) -> None:
+    def __init__(
+        self, url: str, experts: dict[str, ScriptedExpert], embedder: KeywordEmbedder
+    ) -> None:
         self.url = url
         self.experts = experts
+        self.embedder = embedder
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         self.http = httpx.Client(base_url=url, timeout=10)
 
@@ -86,9 +89,8 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
 def served() -> Iterator[Served]:
     config = parse_config(CONFIG, "test.yaml", {})
     experts = make_experts()
-    gateway = Gateway(
-        config, KeywordEmbedder(KEYWORDS), ExpertSet(list(experts.values())), local_memory()
-    )
+    embedder = KeywordEmbedder(KEYWORDS)
+    gateway = Gateway(config, embedder, ExpertSet(list(experts.values())), local_memory())
     with serve(build_app(gateway, config.server.max_body_bytes)) as url:
         wait_ready(url)
-        yield Served(url, experts)
+        yield Served(url, experts, embedder)

@@ -76,6 +76,22 @@ def test_explicit_expert_skips_routing(served: Served) -> None:
     assert (route["action"], route["expert"], route["reason"]) == ("dispatch", "units", "explicit")
 
 
+def test_a_fixed_route_embeds_only_what_the_cache_needs(served: Served) -> None:
+    def ask(text: str, cache_control: str | None = None) -> None:
+        headers = {"Cache-Control": cache_control} if cache_control else None
+        served.client.chat.completions.create(
+            model="calculator",
+            messages=[{"role": "user", "content": text}],
+            extra_headers=headers,
+        )
+
+    before = len(served.embedder.calls)
+    ask("compute seven eights", "no-cache, no-store")
+    assert len(served.embedder.calls) == before  # no routing, no cache: no embedding
+    ask("compute six nines")
+    assert served.embedder.calls[before:] == [["compute six nines"]]  # once, to store it
+
+
 def test_models_lists_auto_and_every_expert(served: Served) -> None:
     ids = [model.id for model in served.client.models.list()]
     assert ids[0] == "auto"
