@@ -41,6 +41,8 @@ OWNED_KEYS: Final = frozenset({"model", "messages", "stream", "stream_options"})
 USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
 HEALTH_TIMEOUT_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
+# Lines read after `data: [DONE]` (normally none) before the response is dropped.
+_LINES_AFTER_DONE: Final = 8
 ERROR_SNIPPET_CHARS: Final = 200
 
 
@@ -100,13 +102,22 @@ class OpenAIExpert:
         response = await self._open(self._body(request, stream=True), request.request_id)
         decoder = SSEDecoder()
         finished = False
+        after_done: int | None = None
         try:
             async for line in response.aiter_lines():
+                if after_done is not None:
+                    # Read the body to its end, so that the connection goes back to the
+                    # pool; an upstream that keeps talking after [DONE] is cut off.
+                    after_done += 1
+                    if after_done > _LINES_AFTER_DONE:
+                        break
+                    continue
                 data = decoder.feed(line)
                 if data is None or not data.strip():
                     continue
                 if data.strip() == "[DONE]":
-                    break
+                    after_done = 0
+                    continue
                 delta = _parse_chunk(data)
                 if delta is not None:
                     finished = finished or delta.finish_reason is not None

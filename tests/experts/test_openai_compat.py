@@ -510,3 +510,49 @@ def test_sse_decoder_frames_events() -> None:
     decoder = SSEDecoder()
     lines = [": hi", "data: a", "data:b", "event: x", "", "", "data", "", "data: [DONE]", ""]
     assert [e for e in map(decoder.feed, lines) if e is not None] == ["a\nb", "", "[DONE]"]
+
+
+async def test_streams_reuse_one_upstream_connection() -> None:
+    """After `data: [DONE]` the body is read to its end, so the connection is pooled again
+    (a real loopback server: keep-alive is what is tested)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from tests.support.asgi import serve
+
+    peers: list[object] = []
+
+    async def completions(request: Request) -> StreamingResponse:
+        peers.append(request.client)
+
+        async def events() -> AsyncIterator[bytes]:
+            for text, finish in (("Hel", None), ("lo", "stop")):
+                chunk = {
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]
+                }
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"data": [{"id": "coder-7b"}]})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/models", models),
+        ]
+    )
+    with serve(app) as url:
+        expert = OpenAIExpert(make_spec(base_url=f"{url}/v1"))
+        await expert.start()
+        try:
+            for _ in range(5):
+                deltas = [d async for d in expert.stream(make_request())]
+                assert "".join(d.content for d in deltas) == "Hello"
+        finally:
+            await expert.aclose()
+    assert len(peers) == 5 and len(set(map(str, peers))) == 1
