@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -198,6 +199,8 @@ class Config(_Section):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     experts: list[ExpertSpec] = Field(min_length=1)
+    # Experts by name (looked up on every request).
+    _by_name: dict[str, ExpertSpec] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
@@ -214,10 +217,11 @@ class Config(_Section):
                 raise ValueError(
                     f"expert '{expert.name}' has unknown fallbacks: {', '.join(missing)}"
                 )
+        self._by_name = {expert.name: expert for expert in self.experts}
         return self
 
     def expert(self, name: str) -> ExpertSpec | None:
-        return next((spec for spec in self.experts if spec.name == name), None)
+        return self._by_name.get(name)
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from gateway.streams import (
     translate,
     usage_from,
 )
-from gateway.tracing import tracer
+from gateway.tracing import active_tracer
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +191,21 @@ class Gateway:
         runtime = self._current()
         runtime.inflight.enter()
         lease = Lease(runtime.inflight.leave)
-        with tracer().start_as_current_span("taskgate.chat") as span:
+        traced = active_tracer()
+        if traced is None:
+            return await self._leased(runtime, call, lease)
+        with traced.start_as_current_span("taskgate.chat") as span:
             span.set_attribute("taskgate.request_id", call.request_id)
-            try:
-                reply = await self._handle(runtime, call, lease)
-            except BaseException:
-                lease.release()
-                raise
+            reply = await self._leased(runtime, call, lease)
             _trace_route(span, reply.route)
             return reply
+
+    async def _leased(self, runtime: Runtime, call: ChatCall, lease: Lease) -> Reply:
+        try:
+            return await self._handle(runtime, call, lease)
+        except BaseException:
+            lease.release()
+            raise
 
     async def _handle(self, runtime: Runtime, call: ChatCall, lease: Lease) -> Reply:
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

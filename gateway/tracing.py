@@ -1,7 +1,8 @@
 """Optional OpenTelemetry tracing (off by default).
 
-Spans are always created through the OpenTelemetry API, which costs nothing until a tracer
-provider is installed. `tracing: {enabled: true}` installs the SDK's provider, exporting
+Spans are created through the OpenTelemetry API once a tracer provider is installed; until
+then no span is made at all (the API's no-op spans still cost a context switch each).
+`tracing: {enabled: true}` installs the SDK's provider, exporting
 over OTLP/HTTP to `tracing.endpoint` (or the standard OTEL_EXPORTER_OTLP_* variables);
 it needs the `tracing` extra (`pip install taskgate[tracing]`).
 """
@@ -19,8 +20,16 @@ logger = logging.getLogger(__name__)
 TRACER_NAME = "taskgate"
 
 
-def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+_active: trace.Tracer | None = None
+
+
+def active_tracer() -> trace.Tracer | None:
+    """taskgate's tracer once a tracer provider is installed (by `setup_tracing` or by the
+    embedding application), else None."""
+    global _active
+    if _active is None and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        _active = trace.get_tracer(TRACER_NAME)
+    return _active
 
 
 def setup_tracing(config: TracingConfig) -> bool:
