@@ -74,6 +74,9 @@ def _eval_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     evaluate.add_argument("--embedder", help="builtin:all-MiniLM-L6-v2 or a model directory")
     evaluate.add_argument("--config", type=Path, help="take router and embedder settings here")
     evaluate.add_argument("--target", help="operating point: oos_recall=0.9 or precision=0.98")
+    evaluate.add_argument(
+        "--precision", choices=["float32", "int8"], help="embedder precision (default: config's)"
+    )
     evaluate.add_argument("--json", action="store_true", help="end with the metrics as JSON")
     evaluate.add_argument("--plot", type=Path, help="write confusion and threshold plots (PNG)")
     evaluate.set_defaults(run=_eval)
@@ -122,7 +125,16 @@ def pin_threads(torch_threads: int | None) -> None:
     threadpool_limits(limits=1, user_api="blas")
     import torch
 
-    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(torch_threads or usable_cpus())
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (`taskset`, cpusets), not all the machine has:
+    more torch threads than cores only contend."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity API on this platform
+        return os.cpu_count() or 1
 
 
 def _route(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,6 +189,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     embedder = config.embedder if config is not None else EmbedderConfig()
     if args.target:
         router = router.model_copy(update={"target": _target(args.target)})
+    if args.precision:
+        embedder = embedder.model_copy(update={"precision": args.precision})
     pin_threads(config.server.torch_threads if config is not None else None)
     try:
         train, test = read_jsonl(args.train), read_jsonl(args.test)

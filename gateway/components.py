@@ -23,6 +23,7 @@ def build_gateway(config: Config, home: Path) -> Gateway:
     embedder = SentenceTransformerEmbedder(
         resolve_embedder_path(config.embedder.model),
         device=config.embedder.device,
+        precision=config.embedder.precision,
         batch_size=config.embedder.batch_size,
         batch_wait_ms=config.embedder.batch_wait_ms,
         cache_size=config.embedder.cache_size,

@@ -138,6 +138,8 @@ async def evaluate(
         spec = replace(spec, validation=pairs)
     embedder = SentenceTransformerEmbedder(
         resolve_embedder_path(embedder_ref),
+        device=embedder_config.device,
+        precision=embedder_config.precision,
         batch_size=embedder_config.batch_size,
         batch_wait_ms=embedder_config.batch_wait_ms,
         cache_size=0,  # every test request is embedded, as a new request would be
@@ -160,7 +162,8 @@ async def evaluate(
         threshold=round(router.policy.threshold, 6),
         margin=round(router.policy.margin, 6),
         target=fit.target if fit is not None else None,
-        embedder=embedder_name(embedder_ref),
+        embedder=embedder_name(embedder_ref)
+        + (" (int8)" if embedder_config.precision == "int8" else ""),
     )
     return EvalResult(metrics, outcomes, fit, router.policy.threshold, router.policy.margin)
 

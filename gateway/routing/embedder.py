@@ -94,12 +94,16 @@ class SentenceTransformerEmbedder:
         model_path: Path,
         *,
         device: str = "cpu",
+        precision: str = "float32",
         batch_size: int = 64,
         batch_wait_ms: float = 2.0,
         cache_size: int = 4096,
     ) -> None:
         self._path = model_path
         self._device = device
+        if precision not in ("float32", "int8"):
+            raise ValueError(f"precision must be float32 or int8, not {precision!r}")
+        self._precision = precision
         self._batch_size = batch_size
         self._wait_s = batch_wait_ms / 1000.0
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -125,7 +129,8 @@ class SentenceTransformerEmbedder:
             for f in path.glob("*")
             if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file()
         )
-        return f"sentence-transformers:{path}|{'|'.join(weights)}"
+        quantized = "|int8" if self._precision == "int8" else ""
+        return f"sentence-transformers:{path}|{'|'.join(weights)}{quantized}"
 
     async def start(self) -> None:
         if self._model is None:
@@ -144,7 +149,21 @@ class SentenceTransformerEmbedder:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = SentenceTransformer(str(self._path), device=device)
-        logger.info("embedder loaded", extra={"device": device})
+        if self._precision == "int8":
+            if device != "cpu":
+                raise EmbedderUnavailable("embedder.precision int8 runs on the CPU only")
+            import warnings
+
+            import torch
+
+            # Eager dynamic quantization is deprecated in favour of torchao, which is not a
+            # dependency; it is still in the pinned torch (2.13) and does what is needed.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    model, {torch.nn.Linear}, dtype=torch.qint8
+                )
+        logger.info("embedder loaded", extra={"device": device, "precision": self._precision})
         return model
 
     async def aclose(self) -> None:

@@ -55,3 +55,25 @@ async def test_unknown_embedders_are_refused(tmp_path: Path) -> None:
         resolve_embedder_path(str(tmp_path / "missing"))
     with pytest.raises(EmbedderUnavailable, match="not started"):
         await SentenceTransformerEmbedder(tmp_path).embed(["x"])
+
+
+async def test_int8_embeddings_stay_close_to_float32_and_are_cached_apart() -> None:
+    path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
+    full = SentenceTransformerEmbedder(path, cache_size=0)
+    quantized = SentenceTransformerEmbedder(path, precision="int8", cache_size=0)
+    texts = ["convert 5 miles to km", "write a haiku about autumn", "what is 15% of 80"]
+    await full.start()
+    await quantized.start()
+    try:
+        reference, approximate = await full.embed(texts), await quantized.embed(texts)
+    finally:
+        await full.aclose()
+        await quantized.aclose()
+    assert approximate.shape == reference.shape and approximate.dtype == np.float32
+    cosines = (reference * approximate).sum(axis=1)
+    assert cosines.min() > 0.9
+    assert not np.allclose(reference, approximate, atol=1e-4)  # it is another model
+    # Embedding caches on disk are keyed by identity: the two never share entries.
+    assert full.identity != quantized.identity
+    with pytest.raises(ValueError, match="precision"):
+        SentenceTransformerEmbedder(path, precision="int4")
