@@ -102,9 +102,15 @@ class RedisVectorSearch:
         expert: str | None,
         tenant: str | None,
         good_only: bool,
+        policy: Literal["BATCHES", "ADHOC_BF"] | None = None,
     ) -> list[tuple[str, float]] | None:
         """(id, cosine similarity) of the k nearest records that pass the filters; None while
-        the index is still indexing records that existed before it."""
+        the index is still indexing records that existed before it.
+
+        `policy` overrides how RediSearch combines the filters with the vector index:
+        BATCHES walks the HNSW graph and filters what it finds (fast when most records
+        pass), ADHOC_BF compares the query with every record that passes (fast when few do).
+        """
         query = np.asarray(vector, dtype="<f4")
         dim = int(query.shape[0])
         await self.ensure_index(dim)
@@ -116,13 +122,14 @@ class RedisVectorSearch:
         if good_only:
             filters.append("@good:{1}")
         scope = f"({' '.join(filters)})" if filters else "*"
+        hybrid = f" HYBRID_POLICY {policy}" if policy is not None and filters else ""
         reply = await guarded(
             "FT.SEARCH",
             self._timeout,
             self._command(
                 "FT.SEARCH",
                 self._keys.search_index(dim),
-                f"{scope}=>[KNN {k} @embedding $vec AS {_SCORE}]",
+                f"{scope}=>[KNN {k} @embedding $vec{hybrid} AS {_SCORE}]",
                 *("PARAMS", "2", "vec", query.tobytes()),
                 *("SORTBY", _SCORE, "ASC", "LIMIT", "0", str(k)),
                 *("RETURN", "1", _SCORE, "DIALECT", "2"),

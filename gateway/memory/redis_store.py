@@ -48,6 +48,8 @@ VectorSearch = Literal["auto", "local", "redis"]
 _WRITE_BATCH = 500
 # Extra neighbours asked of Redis, for hits the local index finds expired.
 _KNN_SLACK = 8
+# From this many records of a tenant, its unfiltered-by-expert searches walk the HNSW graph.
+_BATCHES_MIN_RECORDS = 10_000
 
 
 class _Write:
@@ -378,9 +380,18 @@ class RedisStore:
     async def _search_in_redis(
         self, vector: Vector, k: int, expert: str | None, tenant: str | None, good_only: bool
     ) -> list[Hit] | None:
+        # A tenant filter alone passes a large share of a large index: walk the graph.
+        # (RediSearch's own estimate picked brute force over 100,000 records: 9 ms, not 1.)
+        broad = expert is None and not good_only
+        broad = broad and self._index.tenant_size(tenant) >= _BATCHES_MIN_RECORDS
         try:
             found = await self._search.knn(
-                vector, k + _KNN_SLACK, expert=expert, tenant=tenant, good_only=good_only
+                vector,
+                k + _KNN_SLACK,
+                expert=expert,
+                tenant=tenant,
+                good_only=good_only,
+                policy="BATCHES" if broad else None,
             )
         except RedisReplyError as exc:
             logger.warning("redis vector search failed; searching locally", exc_info=exc)

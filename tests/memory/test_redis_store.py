@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from gateway.memory.redis_search import RedisVectorSearch
 from gateway.memory.redis_store import RedisStore
-from gateway.memory.redis_wire import encode
+from gateway.memory.redis_wire import RedisKeys, encode
 from tests.memory.conftest import OpenRedisStore, make_client
 from tests.memory.helpers import record, unit, wait_until
 from tests.support.redis import RedisServer
@@ -335,6 +336,34 @@ async def test_auto_searches_large_tenants_in_redis(
     assert [hit.exemplar.id for hit in small] == ["small"]
     assert [hit.exemplar.id for hit in big] == ["big0", "big1"]
     assert big[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("policy", [None, "BATCHES", "ADHOC_BF"])
+async def test_knn_answers_the_same_under_each_hybrid_policy(
+    redis_stack_server: RedisServer, open_redis_store: OpenRedisStore, policy: str | None
+) -> None:
+    client = make_client(redis_stack_server.url)
+    await client.flushall()
+    try:
+        store = await open_redis_store(redis_stack_server, dim=8)
+        records = [record(f"r{i}", unit(1, i), tenant="t", expert=f"e{i % 2}") for i in range(6)]
+        await store.add(records)
+        search = RedisVectorSearch(
+            client, RedisKeys("taskgate", "ns"), algorithm="HNSW", timeout_s=5.0
+        )
+        await search.ensure_index(8)
+        found = await search.knn(
+            A,
+            3,
+            expert="e0",
+            tenant="t",
+            good_only=False,
+            policy=policy,  # type: ignore[arg-type]
+        )
+    finally:
+        await client.aclose()
+    assert found is not None
+    assert [exemplar_id for exemplar_id, _ in found] == ["r0", "r2", "r4"]
 
 
 async def test_a_search_index_over_existing_records_is_used_once_built(
