@@ -17,6 +17,8 @@ def table(result: EvalResult, title: str) -> str:
         ("out-of-scope precision", _number(m["oos_precision"])),
         ("clarify rate", f"{m['clarify_rate']:.4f}"),
         ("macro F1", f"{m['macro_f1']:.4f}"),
+        ("top-1 accuracy (no threshold)", f"{m['top1_accuracy']:.4f}"),
+        ("in-scope accuracy at oos recall 0.9 *", _number(m["accuracy_at_oos_recall_0.9"])),
         ("latency p50 / p99 (ms)", f"{latency['p50']:.2f} / {latency['p99']:.2f}"),
         ("fit (s)", f"{m['fit_seconds']:.2f}" + (" (cached)" if m.get("fit_cached") else "")),
         ("test requests", str(m["n_test"])),
@@ -25,6 +27,7 @@ def table(result: EvalResult, title: str) -> str:
     lines = [title, describe(result), ""]
     lines += [f"| {'metric':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
+    lines += ["", "* threshold chosen on this test set: a reference, not an operating point"]
     mistakes = confusions(result.outcomes, top=5)
     if mistakes:
         lines += ["", "most confused (true -> routed: count):"]

@@ -155,6 +155,8 @@ async def evaluate(
         await embedder.aclose()
     fit = builder.last_fit
     metrics = metrics_of(outcomes, fit)
+    metrics["top1_accuracy"] = top1_accuracy(outcomes)
+    metrics["accuracy_at_oos_recall_0.9"] = accuracy_at_recall(outcomes, router.policy.margin, 0.9)
     metrics.update(
         n_train=len(train),
         n_experts=len(experts),
@@ -227,6 +229,23 @@ def metrics_of(outcomes: Sequence[Outcome], fit: FitReport | None) -> dict[str, 
         "fit_cached": fit.cached if fit is not None else False,
         "n_test": len(outcomes),
     }
+
+
+def top1_accuracy(outcomes: Sequence[Outcome]) -> float:
+    """In-scope items whose best-scored expert is their own, whatever the threshold."""
+    inside = [o for o in outcomes if o.label != OOS]
+    return _ratio(sum(o.best == o.label for o in inside), len(inside))
+
+
+def accuracy_at_recall(outcomes: Sequence[Outcome], margin: float, recall: float) -> float | None:
+    """The best in-scope accuracy over the thresholds whose out-of-scope recall on these
+    items is at least `recall`: a threshold chosen on the test set itself, so a reference
+    for comparing embedders or heads, not an operating point. None without oos items."""
+    if not any(o.label == OOS for o in outcomes):
+        return None
+    _, accuracy, recalls = threshold_curve(outcomes, margin, points=2001)
+    feasible = [a for a, r in zip(accuracy, recalls, strict=True) if r >= recall]
+    return round(max(feasible), 4) if feasible else 0.0
 
 
 def _ratio(part: int, whole: int) -> float:

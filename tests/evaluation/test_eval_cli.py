@@ -84,6 +84,10 @@ def test_eval_prints_a_table_and_ends_with_the_json_metrics(
     for key in ("in_scope_accuracy", "oos_recall", "oos_precision", "clarify_rate", "macro_f1"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["in_scope_accuracy"] >= 0.8  # four easy, distinct intents
+    # Without a threshold every in-scope item is dispatched: at least as accurate.
+    assert metrics["top1_accuracy"] >= metrics["in_scope_accuracy"]
+    reference = metrics["accuracy_at_oos_recall_0.9"]
+    assert 0.0 <= reference <= metrics["top1_accuracy"]
     assert set(metrics["latency_ms"]) == {"p50", "p99"}
     assert metrics["latency_ms"]["p99"] >= metrics["latency_ms"]["p50"] > 0
     assert metrics["head"] is True and metrics["fit_cached"] is False
