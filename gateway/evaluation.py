@@ -164,8 +164,7 @@ async def evaluate(
         threshold=round(router.policy.threshold, 6),
         margin=round(router.policy.margin, 6),
         target=fit.target if fit is not None else None,
-        embedder=embedder_name(embedder_ref)
-        + (" (int8)" if embedder_config.precision == "int8" else ""),
+        embedder=f"{embedder_name(embedder_ref)} ({embedder.precision})",
     )
     return EvalResult(metrics, outcomes, fit, router.policy.threshold, router.policy.margin)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import time
@@ -105,6 +106,17 @@ async def _start(app: FastAPI, gateway: Gateway) -> None:
     except Exception as exc:
         app.state.startup_error = f"{type(exc).__name__}: {exc}"
         logger.exception("gateway failed to start")
+        return
+    freeze_heap()
+
+
+def freeze_heap() -> None:
+    """Take everything loaded at start-up (torch, transformers, the models, the router)
+    out of the cyclic garbage collector's sight. Its full collections would otherwise walk
+    those millions of long-lived objects: pauses of about 100 ms under load. Objects freed
+    by reference counting are still freed; only cycles among them would stay."""
+    gc.collect()
+    gc.freeze()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

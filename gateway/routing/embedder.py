@@ -94,16 +94,16 @@ class SentenceTransformerEmbedder:
         model_path: Path,
         *,
         device: str = "cpu",
-        precision: str = "float32",
+        precision: str = "auto",
         batch_size: int = 64,
         batch_wait_ms: float = 2.0,
         cache_size: int = 4096,
     ) -> None:
         self._path = model_path
         self._device = device
-        if precision not in ("float32", "int8"):
-            raise ValueError(f"precision must be float32 or int8, not {precision!r}")
-        self._precision = precision
+        if precision not in ("auto", "float32", "int8"):
+            raise ValueError(f"precision must be auto, float32 or int8, not {precision!r}")
+        self._requested_precision = precision
         self._batch_size = batch_size
         self._wait_s = batch_wait_ms / 1000.0
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -129,8 +129,22 @@ class SentenceTransformerEmbedder:
             for f in path.glob("*")
             if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file()
         )
-        quantized = "|int8-per-channel" if self._precision == "int8" else ""
+        quantized = "|int8-per-channel-unbatched" if self.precision == "int8" else ""
         return f"sentence-transformers:{path}|{'|'.join(weights)}{quantized}"
+
+    @property
+    def precision(self) -> str:
+        """float32 or int8: `auto` is int8 on the CPU, float32 on a GPU."""
+        if self._requested_precision != "auto":
+            return self._requested_precision
+        return "float32" if self._resolved_device() == "cuda" else "int8"
+
+    def _resolved_device(self) -> str:
+        if self._device != "auto":
+            return self._device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     async def start(self) -> None:
         if self._model is None:
@@ -143,13 +157,9 @@ class SentenceTransformerEmbedder:
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
 
-        device = self._device
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device, precision = self._resolved_device(), self.precision
         model = SentenceTransformer(str(self._path), device=device)
-        if self._precision == "int8":
+        if precision == "int8":
             if device != "cpu":
                 raise EmbedderUnavailable("embedder.precision int8 runs on the CPU only")
             import warnings
@@ -160,13 +170,14 @@ class SentenceTransformerEmbedder:
             # dependency; it is still in the pinned torch (2.13) and does what is needed.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
                 # Per output channel: embeddings much closer to float32's than one scale
                 # per weight matrix (mean cosine 0.976 against 0.944 on CLINC150 texts).
                 per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
                 model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                     model, {torch.nn.Linear: per_channel}, dtype=torch.qint8
                 )
-        logger.info("embedder loaded", extra={"device": device, "precision": self._precision})
+        logger.info("embedder loaded", extra={"device": device, "precision": precision})
         return model
 
     async def aclose(self) -> None:
@@ -252,7 +263,13 @@ class SentenceTransformerEmbedder:
 
     def _encode(self, texts: list[str]) -> Vectors:
         """The model's forward pass directly (a single request is overhead-bound, so this
-        skips `encode`'s bookkeeping); texts of similar length are batched together."""
+        skips `encode`'s bookkeeping); texts of similar length are batched together.
+
+        int8 encodes one text per forward pass: dynamic quantization scales activations
+        per tensor, so in a batch each text's embedding would depend on its neighbours
+        (cosine down to 0.89 against the same text alone) and a request could route
+        differently under load.
+        """
         import torch
 
         model = self._model
@@ -260,9 +277,10 @@ class SentenceTransformerEmbedder:
         prepare = getattr(model, "preprocess", None) or model.tokenize
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self._dim), dtype=np.float32)
+        step = 1 if self.precision == "int8" else self._batch_size
         with torch.inference_mode():
-            for start in range(0, len(texts), self._batch_size):
-                rows = order[start : start + self._batch_size]
+            for start in range(0, len(texts), step):
+                rows = order[start : start + step]
                 features = prepare([texts[i] for i in rows])
                 if model.device.type != "cpu":
                     features = {

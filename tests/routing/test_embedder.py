@@ -59,8 +59,11 @@ async def test_unknown_embedders_are_refused(tmp_path: Path) -> None:
 
 async def test_int8_embeddings_stay_close_to_float32_and_are_cached_apart() -> None:
     path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
-    full = SentenceTransformerEmbedder(path, cache_size=0)
+    full = SentenceTransformerEmbedder(path, precision="float32", cache_size=0)
     quantized = SentenceTransformerEmbedder(path, precision="int8", cache_size=0)
+    # The default on the CPU is int8; a GPU would run float32.
+    assert SentenceTransformerEmbedder(path).precision == "int8"
+    assert SentenceTransformerEmbedder(path, device="cuda").precision == "float32"
     texts = ["convert 5 miles to km", "write a haiku about autumn", "what is 15% of 80"]
     await full.start()
     await quantized.start()
