@@ -18,7 +18,12 @@ Targets, measured in the same run:
 * `taskgate-fixed`: taskgate with `model: stub` (a fixed route, no embedding);
 * `taskgate-auto`: `model: auto`, every request embedded and routed (each request's text
   is different, so neither the embedding cache nor the response cache helps);
-* `taskgate-cache`: `model: auto` answered by a semantic cache hit (no upstream call).
+* `taskgate-cache`: `model: auto` answered by a semantic cache hit (no upstream call);
+* `taskgate-auto-float32`: `taskgate-auto` with `embedder.precision: float32` (the default,
+  `auto`, is int8 on the CPU).
+
+taskgate runs with caching off (`Cache-Control: no-cache, no-store`) except for
+`taskgate-cache`, whose request texts differ from the cached one by a word of letters.
 
 Prints a table and the ratios against LiteLLM, and writes JSON
 (benchmarks/results/overhead.json).
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -44,18 +50,24 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CORE, LOAD_CORE = "0", "1"
 CONCURRENCY = (1, 16, 64)
 PROMPT = "tell me a fun fact about the ocean"
-TARGETS = ("direct", "litellm", "taskgate-fixed", "taskgate-auto", "taskgate-cache")
+# taskgate's default embedder precision on the CPU is int8; float32 is measured beside it.
+DEFAULT_TARGETS = ("taskgate-fixed", "taskgate-auto", "taskgate-cache")
+FLOAT32_TARGETS = ("taskgate-auto-float32",)
+TARGETS = ("direct", "litellm", *DEFAULT_TARGETS, *FLOAT32_TARGETS)
 CACHE_SEED_PROMPT = "tell me a fun fact about the ocean please"
+TTFC_REQUESTS = 105
 
 TASKGATE_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
+embedder: {{precision: {precision}}}
 memory: {{backend: local}}
-cache: {{enabled: true, threshold: 0.85}}
+cache: {{enabled: true, threshold: 0.8}}
 experts:
   - name: stub
     kind: openai
@@ -78,16 +90,28 @@ model_list:
       model: openai/stub
       api_base: http://127.0.0.1:{stub_port}/v1
       api_key: unused
-general_settings: {{}}
+general_settings: {{master_key: {key}}}
 litellm_settings: {{drop_params: true}}
 """
 
+# LiteLLM refuses to start without a master key; every target gets it (taskgate runs
+# without auth here and ignores it).
+API_KEY = "sk-taskgate-benchmark-0123456789"
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer unused"
+wrk.headers["Authorization"] = "Bearer {key}"
 {extra_headers}
-local n = 0
+local n = {start}
+-- n in letters: request texts differ without differing numbers (the cache compares them)
+local function word(k)
+  local s = ""
+  repeat
+    s = string.char(97 + k % 26) .. s
+    k = math.floor(k / 26)
+  until k == 0
+  return s
+end
 request = function()
   n = n + 1
   local text = {text}
@@ -116,6 +140,8 @@ class TargetResult:
     target: str
     points: list[Point] = field(default_factory=list)
     ttfc_p50_ms: float | None = None
+    # taskgate-cache: the share of its requests the response cache answered.
+    cache_hit_share: float | None = None
 
 
 def free_port() -> int:
@@ -190,10 +216,14 @@ def run_wrk(url: str, script: Path, concurrency: int, duration: int) -> dict[str
         "--latency", "--timeout", "10s", "-s", str(script), url,
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"wrk at c={concurrency} against {url} gave no latencies:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
     return {
@@ -205,17 +235,18 @@ def run_wrk(url: str, script: Path, concurrency: int, duration: int) -> dict[str
     }
 
 
-def first_chunk_ms(port: int, body: bytes, headers: str, requests: int) -> float:
-    """Median time from sending a streaming request to its first SSE event (one connection)."""
-    request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-        f"content-type: application/json\r\nauthorization: Bearer unused\r\n{headers}"
-        f"content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+def first_chunk_ms(port: int, bodies: list[bytes], headers: str) -> float:
+    """Median time from sending a streaming request to its first SSE event (one connection,
+    the bodies one after another; the first five are not counted)."""
     times = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(requests):
+        for body in bodies:
+            request = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                f"content-type: application/json\r\nauthorization: Bearer {API_KEY}\r\n"
+                f"{headers}content-length: {len(body)}\r\n\r\n"
+            ).encode() + body
             started_at = time.perf_counter()
             sock.sendall(request)
             seen, first = b"", None
@@ -232,15 +263,36 @@ def first_chunk_ms(port: int, body: bytes, headers: str, requests: int) -> float
     return statistics.median(times[5:] or times)
 
 
+def letters(k: int) -> str:
+    """k as a word of letters (the wrk scripts' `word`)."""
+    out = ""
+    while True:
+        out = chr(97 + k % 26) + out
+        k //= 26
+        if k == 0:
+            return out
+
+
+_runs = itertools.count(1)
+
+
 def script_for(
     directory: Path, model: str, stream: bool, vary: bool, no_cache: bool, prompt: str
 ) -> Path:
-    text = f'"{prompt} " .. n' if vary else f'"{prompt}"'
-    extra = 'wrk.headers["Cache-Control"] = "no-cache"' if no_cache else ""
-    path = directory / f"{model}-{'s' if stream else 'n'}-{int(vary)}{int(no_cache)}.lua"
+    """A wrk script; each call numbers its requests from a new start, so that no run
+    repeats another's texts (taskgate's embedding cache would answer them)."""
+    start = next(_runs) * 10_000_000
+    text = f'"{prompt} " .. word(n)' if vary else f'"{prompt}"'
+    extra = 'wrk.headers["Cache-Control"] = "no-cache, no-store"' if no_cache else ""
+    path = directory / f"run-{start // 10_000_000}.lua"
     path.write_text(
         WRK_SCRIPT.format(
-            extra_headers=extra, text=text, model=model, stream=str(stream).lower()
+            key=API_KEY,
+            extra_headers=extra,
+            start=start,
+            text=text,
+            model=model,
+            stream=str(stream).lower(),
         )
     )
     return path
@@ -250,24 +302,27 @@ def measure(
     name: str,
     port: int,
     pid: int | None,
-    model: str,
     *,
-    vary: bool,
-    no_cache: bool,
+    model: str,
+    vary: bool = True,
+    no_cache: bool = False,
     prompt: str,
     duration: int,
     directory: Path,
 ) -> TargetResult:
     url = f"http://127.0.0.1:{port}"
     result = TargetResult(name)
+    hits_before, sent = cache_hits(port) if name.startswith("taskgate") else None, 0
     for stream in (False, True):
-        script = script_for(directory, model, stream, vary, no_cache, prompt)
         # Warm up: connections, lazy imports, JIT-like caches.
-        run_wrk(url, script, 4, 2)
+        warmup = script_for(directory, model, stream, vary, no_cache, prompt)
+        sent += int(run_wrk(url, warmup, 4, 2)["requests"])
         for concurrency in CONCURRENCY:
+            script = script_for(directory, model, stream, vary, no_cache, prompt)
             cpu_before = cpu_seconds(pid)
             stats = run_wrk(url, script, concurrency, duration)
             cpu_after = cpu_seconds(pid)
+            sent += int(stats["requests"])
             cpu_ms = None
             if cpu_before is not None and cpu_after is not None and stats["requests"]:
                 cpu_ms = round((cpu_after - cpu_before) * 1000 / stats["requests"], 3)
@@ -289,17 +344,34 @@ def measure(
                 f"  errors {point.errors}  cpu/req {cpu_ms} ms",
                 flush=True,
             )
-    body = json.dumps(
-        {
-            "model": model,
-            "stream": True,
-            "max_tokens": 32,
-            "messages": [{"role": "user", "content": prompt}],
-        }
-    ).encode()
-    headers = "cache-control: no-cache\r\n" if no_cache else ""
-    result.ttfc_p50_ms = round(first_chunk_ms(port, body, headers, 105), 3)
+    start = next(_runs) * 10_000_000
+    bodies = [
+        json.dumps(
+            {
+                "model": model,
+                "stream": True,
+                "max_tokens": 32,
+                "messages": [{"role": "user", "content": f"{prompt} {letters(start + i)}"}],
+            }
+        ).encode()
+        for i in range(TTFC_REQUESTS)
+    ]
+    headers = "cache-control: no-cache, no-store\r\n" if no_cache else ""
+    result.ttfc_p50_ms = round(first_chunk_ms(port, bodies, headers), 3)
+    if hits_before is not None and not no_cache:
+        sent += TTFC_REQUESTS
+        result.cache_hit_share = round((cache_hits(port) - hits_before) / max(sent, 1), 4)
     return result
+
+
+def cache_hits(port: int) -> float:
+    """taskgate's response cache hits so far (all kinds), from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(value)
+        for value in re.findall(r"^taskgate_cache_hits_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    )
 
 
 def point(result: TargetResult, stream: bool, concurrency: int) -> Point:
@@ -348,7 +420,9 @@ def ratios(results: list[TargetResult]) -> dict[str, dict[str, float]]:
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKGATE_AUTH"))}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(
+        {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    )
     env.update(extra or {})
     return env
 
@@ -379,55 +453,42 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="taskgate-overhead-") as tmp:
         directory = Path(tmp)
         stub_port = free_port()
-        stub = [sys.executable, str(REPO / "benchmarks" / "stub_upstream.py"), "--port", str(stub_port)]
+        stub = [
+            sys.executable,
+            str(REPO / "benchmarks" / "stub_upstream.py"),
+            "--port",
+            str(stub_port),
+        ]
         with started(
             stub, f"http://127.0.0.1:{stub_port}/v1/models", LOAD_CORE, environment(), 30,
             directory / "stub.log",
         ):  # fmt: skip
-            common = {"duration": args.duration, "directory": directory, "prompt": PROMPT}
+            common: dict[str, Any] = {
+                "duration": args.duration, "directory": directory, "prompt": PROMPT
+            }  # fmt: skip
             if "direct" in args.targets:
                 print("direct (the stub alone)", flush=True)
-                results.append(
-                    measure("direct", stub_port, None, "stub", vary=True, no_cache=False, **common)
-                )
+                results.append(measure("direct", stub_port, None, model="stub", **common))
             if "litellm" in args.targets:
                 venv = litellm_venv()
                 port = free_port()
                 config = directory / "litellm.yaml"
-                config.write_text(LITELLM_CONFIG.format(stub_port=stub_port))
+                config.write_text(LITELLM_CONFIG.format(stub_port=stub_port, key=API_KEY))
                 command = [
                     str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1",
                     "--port", str(port), "--num_workers", "1",
                 ]  # fmt: skip
                 env = environment({"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"})
                 ready = f"http://127.0.0.1:{port}/health/liveliness"
-                with started(command, ready, GATEWAY_CORE, env, 180, directory / "litellm.log") as p:
+                with started(
+                    command, ready, GATEWAY_CORE, env, 180, directory / "litellm.log"
+                ) as p:
                     print("litellm", flush=True)
-                    results.append(
-                        measure("litellm", port, p.pid, "stub", vary=True, no_cache=False, **common)
-                    )
-            wanted = [t for t in args.targets if t.startswith("taskgate")]
-            if wanted:
-                port = free_port()
-                config = directory / "taskgate.yaml"
-                config.write_text(TASKGATE_CONFIG.format(port=port, stub_port=stub_port))
-                command = [args.taskgate, "serve", "--config", str(config)]
-                env = environment({"TASKGATE_HOME": str(directory / "home")})
-                ready = f"http://127.0.0.1:{port}/readyz"
-                with started(command, ready, GATEWAY_CORE, env, 180, directory / "taskgate.log") as p:
-                    for name in wanted:
-                        print(name, flush=True)
-                        if name == "taskgate-fixed":
-                            row = measure(name, port, p.pid, "stub", vary=True, no_cache=True, **common)
-                        elif name == "taskgate-auto":
-                            row = measure(name, port, p.pid, "auto", vary=True, no_cache=True, **common)
-                        else:
-                            seed_cache(port)
-                            row = measure(
-                                name, port, p.pid, "auto", vary=True, no_cache=False,
-                                **{**common, "prompt": CACHE_SEED_PROMPT},
-                            )  # fmt: skip
-                        results.append(row)
+                    results.append(measure("litellm", port, p.pid, model="stub", **common))
+            for precision, names in (("auto", DEFAULT_TARGETS), ("float32", FLOAT32_TARGETS)):
+                wanted = [t for t in args.targets if t in names]
+                if wanted:
+                    results += run_taskgate(args.taskgate, precision, wanted, stub_port, common)
 
     print()
     print(table(results))
@@ -437,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in compared.items():
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
     meta = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
         "pinning": f"gateway on core {GATEWAY_CORE}; stub and wrk on core {LOAD_CORE}",
         "duration_s": args.duration,
         "when": time.strftime("%Y-%m-%d %H:%M"),
@@ -447,6 +509,37 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
+
+
+def run_taskgate(
+    taskgate: str,
+    precision: str,
+    wanted: list[str],
+    stub_port: int,
+    common: dict[str, Any],
+) -> list[TargetResult]:
+    """One taskgate process (embedder at `precision`) measured for each wanted target."""
+    directory: Path = common["directory"]
+    port = free_port()
+    config = directory / f"taskgate-{precision}.yaml"
+    config.write_text(TASKGATE_CONFIG.format(port=port, stub_port=stub_port, precision=precision))
+    command = [taskgate, "serve", "--config", str(config)]
+    env = environment({"TASKGATE_HOME": str(directory / "home")})
+    ready = f"http://127.0.0.1:{port}/readyz"
+    log = directory / f"taskgate-{precision}.log"
+    rows = []
+    with started(command, ready, GATEWAY_CORE, env, 180, log) as process:
+        for name in wanted:
+            print(name, flush=True)
+            if name == "taskgate-fixed":
+                options = {"model": "stub", "no_cache": True}
+            elif name.startswith("taskgate-auto"):
+                options = {"model": "auto", "no_cache": True}
+            else:
+                seed_cache(port)
+                options = {"model": "auto", "no_cache": False, "prompt": CACHE_SEED_PROMPT}
+            rows.append(measure(name, port, process.pid, **{**common, **options}))
+    return rows
 
 
 def seed_cache(port: int) -> None:
