@@ -72,6 +72,14 @@ class NotReady(GatewayError):
     default_code = "not_ready"
 
 
+class RoutingUnavailable(GatewayError):
+    """The request needs the embedder (`model: auto`) and it failed."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "routing_unavailable"
+
+
 class ExpertFailed(GatewayError):
     status = 502
     type = "upstream_error"

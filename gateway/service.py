@@ -20,7 +20,13 @@ from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, 
 from experts.registry import ExpertSet
 from experts.specs import ExpertSpec
 from gateway.config import Config
-from gateway.errors import ExpertBusy, ExpertNotFound, InvalidRequest, NotReady
+from gateway.errors import (
+    ExpertBusy,
+    ExpertNotFound,
+    InvalidRequest,
+    NotReady,
+    RoutingUnavailable,
+)
 from gateway.health import Busy
 from gateway.learning import Feedback, Learning
 from gateway.memory.bundle import Memory
@@ -30,7 +36,7 @@ from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
 from gateway.routing.conversation import Routed
-from gateway.routing.embedder import Embedder
+from gateway.routing.embedder import Embedder, EmbedderUnavailable
 from gateway.routing.router import Candidate, Clarify, Dispatch
 from gateway.runtime import ExpertFactory, Runtime, build_runtime, check_reloadable, retire
 from gateway.streams import (
@@ -227,17 +233,19 @@ class Gateway:
         # Embedded only when a step needs it: a fixed route without semantic caching or
         # few-shot examples never runs the embedder.
         vector = _LazyVector(self._embedder, routed, messages)
-        if routed.resolved is not None:
+        if routed.resolved is not None and (learned := await vector.get_or_none()) is not None:
             await self._learning.learn_clarification(
-                call.tenant, spec.name, routed.routing_text, await vector.get()
+                call.tenant, spec.name, routed.routing_text, learned
             )
         # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
         plan = self._cache_plan(runtime.config, spec, call, messages)
         cached = None
         if plan.lookup:
-            if plan.semantic and plan.request.semantic:
-                plan = plan.with_vector(await vector.get())
-            cached = await self._memory.cache.lookup(plan.request, semantic=plan.semantic)
+            semantic = plan.semantic and plan.request.semantic
+            if semantic and (looked_up := await vector.get_or_none()) is not None:
+                plan = plan.with_vector(looked_up)
+            semantic = semantic and plan.request.vector is not None
+            cached = await self._memory.cache.lookup(plan.request, semantic=semantic)
         if cached is not None:
             self.metrics.cache_hits.labels(cached.kind).inc()
             deltas = replay(cached.content, cached.finish_reason, usage_from(cached.usage))
@@ -245,9 +253,9 @@ class Gateway:
             return Reply(reply_id, created, spec.name, route, lease.guard(deltas))
         # 7. few-shot exemplars of that expert.
         shots: tuple[Message, ...] = messages
-        if spec.fewshot > 0:
+        if spec.fewshot > 0 and (similar_to := await vector.get_or_none()) is not None:
             shots = await self._learning.fewshot(
-                call.tenant, spec.name, spec.fewshot, await vector.get(), messages
+                call.tenant, spec.name, spec.fewshot, similar_to, messages
             )
         route = route.with_fewshot((len(shots) - len(messages)) // 2)
         # 8. call the expert (or its fallbacks) within its concurrency limit, primed so
@@ -289,6 +297,10 @@ class Gateway:
             return await runtime.routing.route(call.messages, call.tenant, remember=remember)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
+        except EmbedderUnavailable as exc:
+            raise RoutingUnavailable(
+                f"routing is unavailable ({exc}); name an expert as the model to bypass it"
+            ) from exc
 
     def _cache_plan(
         self,
@@ -356,7 +368,10 @@ class Gateway:
             }  # fmt: skip
             request = plan.request
             if request.vector is None:
-                request = plan.with_vector(await vector.get()).request
+                stored = await vector.get_or_none()
+                if stored is None:  # the answer is out; caching it is optional
+                    return
+                request = plan.with_vector(stored).request
             await self._memory.cache.store(request, answer, finish, counts, plan.ttl_s)
 
     def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
@@ -420,10 +435,19 @@ class _LazyVector:
         self._embedder = embedder
         self._text = next(m.content for m in reversed(messages) if m.role == "user")
         self._vector = routed.vector if routed.routing_text == self._text else None
+        self._failed = False
 
-    async def get(self) -> Vector:
-        if self._vector is None:
-            self._vector = (await self._embedder.embed([self._text]))[0]
+    async def get_or_none(self) -> Vector | None:
+        """The vector, or None (logged) when the embedder fails: every step that asks for
+        it (learning, semantic cache, few-shot) is optional and is skipped."""
+        if self._vector is None and not self._failed:
+            try:
+                self._vector = (await self._embedder.embed([self._text]))[0]
+            except EmbedderUnavailable as exc:
+                self._failed = True
+                logger.warning(
+                    "embedding failed; skipping what needs it", extra={"error": str(exc)}
+                )
         return self._vector
 
 

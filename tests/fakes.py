@@ -17,7 +17,7 @@ from experts.base import (
     Usage,
     drain,
 )
-from gateway.routing.embedder import Vectors, normalise
+from gateway.routing.embedder import EmbedderUnavailable, Vectors, normalise
 
 
 class KeywordEmbedder:
@@ -30,6 +30,8 @@ class KeywordEmbedder:
         self._axes = {word: i for i, word in enumerate(keywords)}
         self.calls: list[list[str]] = []
         self.started = False
+        # While set, every call fails as an unavailable embedder would.
+        self.failing = False
 
     @property
     def dim(self) -> int:
@@ -43,6 +45,8 @@ class KeywordEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         self.calls.append(list(texts))
+        if self.failing:
+            raise EmbedderUnavailable("embedding failed: scripted")
         rows = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in re.findall(r"[a-z]+", text.lower()):

@@ -92,6 +92,26 @@ def test_a_fixed_route_embeds_only_what_the_cache_needs(served: Served) -> None:
     assert served.embedder.calls[before:] == [["compute six nines"]]  # once, to store it
 
 
+def test_a_failing_embedder_skips_caching_and_makes_routing_a_503(served: Served) -> None:
+    served.embedder.failing = True
+    try:
+        # A fixed route needs the embedder only for the semantic cache: it still answers.
+        reply = served.client.chat.completions.create(
+            model="calculator", messages=[{"role": "user", "content": "compute five fours"}]
+        )
+        routed = served.http.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "compute 2+2"}]},
+        )
+    finally:
+        served.embedder.failing = False
+    assert reply.choices[0].message.content == "12"
+    assert reply.choices[0].finish_reason == "stop"
+    assert routed.status_code == 503
+    error = routed.json()["error"]
+    assert error["code"] == "routing_unavailable" and "name an expert" in error["message"]
+
+
 def test_models_lists_auto_and_every_expert(served: Served) -> None:
     ids = [model.id for model in served.client.models.list()]
     assert ids[0] == "auto"
