@@ -76,8 +76,8 @@ def _eval_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     evaluate.add_argument("--target", help="operating point: oos_recall=0.9 or precision=0.98")
     evaluate.add_argument(
         "--precision",
-        choices=["auto", "float32", "int8"],
-        help="embedder precision (default: the config's, else auto: int8 on the CPU)",
+        choices=["float32", "int8"],
+        help="embedder precision (default: the config's, else float32)",
     )
     evaluate.add_argument("--json", action="store_true", help="end with the metrics as JSON")
     evaluate.add_argument("--plot", type=Path, help="write confusion and threshold plots (PNG)")

@@ -94,16 +94,16 @@ class SentenceTransformerEmbedder:
         model_path: Path,
         *,
         device: str = "cpu",
-        precision: str = "auto",
+        precision: str = "float32",
         batch_size: int = 64,
         batch_wait_ms: float = 2.0,
         cache_size: int = 4096,
     ) -> None:
         self._path = model_path
         self._device = device
-        if precision not in ("auto", "float32", "int8"):
-            raise ValueError(f"precision must be auto, float32 or int8, not {precision!r}")
-        self._requested_precision = precision
+        if precision not in ("float32", "int8"):
+            raise ValueError(f"precision must be float32 or int8, not {precision!r}")
+        self._precision = precision
         self._batch_size = batch_size
         self._wait_s = batch_wait_ms / 1000.0
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -134,10 +134,7 @@ class SentenceTransformerEmbedder:
 
     @property
     def precision(self) -> str:
-        """float32 or int8: `auto` is int8 on the CPU, float32 on a GPU."""
-        if self._requested_precision != "auto":
-            return self._requested_precision
-        return "float32" if self._resolved_device() == "cuda" else "int8"
+        return self._precision
 
     def _resolved_device(self) -> str:
         if self._device != "auto":
@@ -157,7 +154,7 @@ class SentenceTransformerEmbedder:
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
 
-        device, precision = self._resolved_device(), self.precision
+        device, precision = self._resolved_device(), self._precision
         model = SentenceTransformer(str(self._path), device=device)
         if precision == "int8":
             if device != "cpu":

@@ -61,9 +61,7 @@ async def test_int8_embeddings_stay_close_to_float32_and_are_cached_apart() -> N
     path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
     full = SentenceTransformerEmbedder(path, precision="float32", cache_size=0)
     quantized = SentenceTransformerEmbedder(path, precision="int8", cache_size=0)
-    # The default on the CPU is int8; a GPU would run float32.
-    assert SentenceTransformerEmbedder(path).precision == "int8"
-    assert SentenceTransformerEmbedder(path, device="cuda").precision == "float32"
+    assert SentenceTransformerEmbedder(path).precision == "float32"  # the default
     texts = ["convert 5 miles to km", "write a haiku about autumn", "what is 15% of 80"]
     await full.start()
     await quantized.start()
