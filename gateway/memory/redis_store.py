@@ -37,7 +37,8 @@ import anyio.to_thread
 from redis.asyncio import Redis
 
 from gateway.memory.index import VectorIndex
-from gateway.memory.records import Exemplar, Hit, Source, StoreStatus, Vector
+from gateway.memory.reads import IndexReads
+from gateway.memory.records import Exemplar, Hit, StoreStatus, Vector
 from gateway.memory.redis_search import Algorithm, RedisVectorSearch
 from gateway.memory.redis_sync import Follower, Resync
 from gateway.memory.redis_wire import RedisDown, RedisKeys, RedisReplyError, encode, guarded
@@ -63,7 +64,7 @@ class _Write:
         self.exemplar = exemplar
 
 
-class RedisStore:
+class RedisStore(IndexReads):
     """An `ExemplarStore` in Redis under `{prefix}:{namespace}`; see the module docstring.
 
     The client stays the caller's: `aclose()` stops this store's tasks, not the client.
@@ -179,9 +180,6 @@ class RedisStore:
             self._sync.end(unique)
         return sum(found.get(i, i in deleted) for i in unique)
 
-    async def get(self, exemplar_id: str) -> Exemplar | None:
-        return await anyio.to_thread.run_sync(self._index.get, exemplar_id)
-
     async def search(
         self,
         vector: Vector,
@@ -196,33 +194,7 @@ class RedisStore:
             hits = await self._search_in_redis(query, k, expert, tenant, good_only)
             if hits is not None:
                 return hits
-
-        def run() -> list[Hit]:
-            return self._index.search(vector, k, expert=expert, tenant=tenant, good_only=good_only)
-
-        return await anyio.to_thread.run_sync(run)
-
-    async def count(self, *, expert: str | None = None, tenant: str | None = None) -> int:
-        def run() -> int:
-            return self._index.count(expert=expert, tenant=tenant)
-
-        return await anyio.to_thread.run_sync(run)
-
-    async def list_records(
-        self,
-        *,
-        tenant: str | None = None,
-        expert: str | None = None,
-        source: Source | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Exemplar]:
-        def run() -> list[Exemplar]:
-            return self._index.list_records(
-                tenant=tenant, expert=expert, source=source, limit=limit, offset=offset
-            )
-
-        return await anyio.to_thread.run_sync(run)
+        return await super().search(vector, k, expert=expert, tenant=tenant, good_only=good_only)
 
     def status(self) -> StoreStatus:
         ok = self._link_up and self._synced

@@ -30,7 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.memory.index import MetaRow, VectorIndex
-from gateway.memory.records import SOURCES, Exemplar, Hit, Source, StoreStatus, Vector
+from gateway.memory.reads import IndexReads
+from gateway.memory.records import SOURCES, Exemplar, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ SNAPSHOT_VERSION = 1
 _READ_CHUNK = 1 << 24
 
 
-class LocalStore:
+class LocalStore(IndexReads):
     """An `ExemplarStore` in this process. `dim` None: set by the first record.
 
     `snapshot_interval_s` also paces the sweep that drops expired records.
@@ -80,49 +81,10 @@ class LocalStore:
             await anyio.to_thread.run_sync(self._index.upsert, list(exemplars))
             self._dirty = True
 
-    async def get(self, exemplar_id: str) -> Exemplar | None:
-        return await anyio.to_thread.run_sync(self._index.get, exemplar_id)
-
-    async def search(
-        self,
-        vector: Vector,
-        k: int,
-        *,
-        expert: str | None = None,
-        tenant: str | None = None,
-        good_only: bool = False,
-    ) -> list[Hit]:
-        def run() -> list[Hit]:
-            return self._index.search(vector, k, expert=expert, tenant=tenant, good_only=good_only)
-
-        return await anyio.to_thread.run_sync(run)
-
     async def remove(self, ids: Sequence[str]) -> int:
         found = await anyio.to_thread.run_sync(self._index.remove, list(ids))
         self._dirty = self._dirty or bool(found)
         return sum(found.values())
-
-    async def count(self, *, expert: str | None = None, tenant: str | None = None) -> int:
-        def run() -> int:
-            return self._index.count(expert=expert, tenant=tenant)
-
-        return await anyio.to_thread.run_sync(run)
-
-    async def list_records(
-        self,
-        *,
-        tenant: str | None = None,
-        expert: str | None = None,
-        source: Source | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Exemplar]:
-        def run() -> list[Exemplar]:
-            return self._index.list_records(
-                tenant=tenant, expert=expert, source=source, limit=limit, offset=offset
-            )
-
-        return await anyio.to_thread.run_sync(run)
 
     def status(self) -> StoreStatus:
         extra = {"backend": "local"}
