@@ -12,10 +12,10 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias, TypeVar, cast
+from typing import TypeAlias, cast
 
 import anyio
 import torch
@@ -25,20 +25,25 @@ from experts.base import (
     Delta,
     ExpertRequest,
     ExpertResult,
-    ExpertTimeout,
     ExpertUnavailable,
     Health,
     Usage,
     drain,
 )
 from experts.decoding import StopScanner
-from experts.prompting import DTYPES, ChatTokenizer, PromptPlan, eos_ids, plan_prompt
+from experts.prompting import (
+    DTYPES,
+    ChatTokenizer,
+    PromptPlan,
+    eos_ids,
+    generation_failure,
+    plan_prompt,
+    within,
+)
 from experts.specs import LocalSpec
 from experts.weights import ModelUnavailable, resolve_model
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +111,16 @@ class LocalExpert:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._spec.timeout_s
         plan = await anyio.to_thread.run_sync(self._plan, loaded, request)
-        await self._within(deadline, self._turn.acquire())
+        await within(self.name, self._spec.timeout_s, deadline, self._turn.acquire())
         try:
             decoder = _Decoder(loaded, plan, loop, thread_name=f"taskgate-local-{self.name}")
             self._running.add(decoder)
             decoder.start()
             try:
                 while True:
-                    event = await self._within(deadline, decoder.events.get())
+                    event = await within(
+                        self.name, self._spec.timeout_s, deadline, decoder.events.get()
+                    )
                     if isinstance(event, _Text):
                         yield Delta(content=event.text)
                         continue
@@ -149,14 +156,6 @@ class LocalExpert:
                 logger.info("local expert ready", extra=extra)
             return self._loaded
 
-    async def _within(self, deadline: float, awaitable: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await awaitable
-        except TimeoutError as exc:
-            message = f"no answer within {self._spec.timeout_s:g}s"
-            raise ExpertTimeout(self.name, message) from exc
-
     def _final(self, event: _Event, plan: PromptPlan, request_id: str) -> Delta:
         if isinstance(event, _Finished):
             prompt = len(plan.prompt_ids)
@@ -164,10 +163,8 @@ class LocalExpert:
             extra = {"request_id": request_id, "expert": self.name, "action": "generate"}
             logger.info("generated", extra={**extra, "finish_reason": event.reason})
             return Delta(content=event.text, finish_reason=event.reason, usage=usage)
-        if isinstance(event, _Failed) and event.error is not None:
-            message = f"generation failed: {type(event.error).__name__}: {event.error}"
-            raise ExpertUnavailable(self.name, message) from event.error
-        raise ExpertUnavailable(self.name, "the expert was closed during generation")
+        error = event.error if isinstance(event, _Failed) else None
+        raise generation_failure(self.name, error) from error
 
     def _load(self) -> _Loaded:
         """Resolve and load tokenizer and model (blocking: runs in a worker thread)."""
@@ -199,15 +196,7 @@ class LocalExpert:
 
     def _plan(self, loaded: _Loaded, request: ExpertRequest) -> PromptPlan:
         """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
-        spec = self._spec
-        return plan_prompt(
-            self.name,
-            loaded.tokenizer,
-            request,
-            context_tokens=spec.context_tokens,
-            default_max_tokens=spec.max_tokens,
-            system_prompt=spec.system_prompt,
-        )
+        return plan_prompt(self.name, loaded.tokenizer, request, self._spec)
 
 
 class _Decoder:

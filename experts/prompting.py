@@ -1,18 +1,22 @@
-"""From a chat request to prompt token ids, for the experts that run models in process
-(`local` and `fusion`): the chat template, the system prompt, truncation to the context,
-and the sampling plan. Blocking (tokenizers): call it from a worker thread.
+"""What the experts that run models in process (`local` and `fusion`) share: from a chat
+request to prompt token ids (the chat template, the system prompt, truncation to the
+context, the sampling plan; blocking, so called from a worker thread), the request's
+deadline, and how a failed generation is reported.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 
-from experts.base import ExpertRejected, ExpertRequest
+from experts.base import ExpertRejected, ExpertRequest, ExpertTimeout, ExpertUnavailable
 from experts.decoding import LogitsTransform, sampling_transforms
 
+T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -31,6 +35,19 @@ class ChatTokenizer(Protocol):
     def decode(self, token_ids: list[int], *, skip_special_tokens: bool) -> str: ...
 
 
+class PromptLimits(Protocol):
+    """The expert spec's fields that shape a prompt."""
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    @property
+    def system_prompt(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PromptPlan:
     """One request, templated, truncated, tokenized and ready to decode."""
@@ -47,18 +64,17 @@ def plan_prompt(
     expert: str,
     tokenizer: ChatTokenizer,
     request: ExpertRequest,
-    *,
-    context_tokens: int,
-    default_max_tokens: int,
-    system_prompt: str | None,
+    limits: PromptLimits,
 ) -> PromptPlan:
     """The plan of `request`, or ExpertRejected naming `expert` and what is wrong.
 
-    The system prompt is added unless the request brings its own; the oldest non-system
-    turns are dropped while the prompt and `max_tokens` do not fit `context_tokens`.
+    The spec's system prompt is added unless the request brings its own; the oldest
+    non-system turns are dropped while the prompt and `max_tokens` (default: the spec's) do
+    not fit the spec's `context_tokens`.
     """
     sampling = request.sampling
-    max_new = default_max_tokens if sampling.max_tokens is None else sampling.max_tokens
+    context_tokens, system_prompt = limits.context_tokens, limits.system_prompt
+    max_new = limits.max_tokens if sampling.max_tokens is None else sampling.max_tokens
     if not request.messages:
         raise ExpertRejected(expert, "the request has no messages")
     if max_new < 1:
@@ -97,3 +113,21 @@ def eos_ids(tokenizer: ChatTokenizer, model: torch.nn.Module) -> frozenset[int]:
     candidates = [tokenizer.eos_token_id]
     candidates += configured if isinstance(configured, list) else [configured]
     return frozenset(token for token in candidates if isinstance(token, int))
+
+
+async def within(expert: str, timeout_s: float, deadline: float, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or ExpertTimeout once the loop's clock passes `deadline` (the
+    request's start plus the expert's `timeout_s`)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    except TimeoutError as exc:
+        raise ExpertTimeout(expert, f"no answer within {timeout_s:g}s") from exc
+
+
+def generation_failure(expert: str, error: BaseException | None) -> ExpertUnavailable:
+    """A generation that ended without finishing: it raised `error`, or (None) the expert
+    was closed under it."""
+    if error is None:
+        return ExpertUnavailable(expert, "the expert was closed during generation")
+    return ExpertUnavailable(expert, f"generation failed: {type(error).__name__}: {error}")

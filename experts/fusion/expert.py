@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 
@@ -25,7 +24,6 @@ from experts.base import (
     ExpertRejected,
     ExpertRequest,
     ExpertResult,
-    ExpertTimeout,
     ExpertUnavailable,
     Health,
     JSONValue,
@@ -45,13 +43,11 @@ from experts.fusion.rows import (
     TextEvent,
 )
 from experts.fusion.solvers import build_solver
-from experts.prompting import plan_prompt
+from experts.prompting import generation_failure, plan_prompt, within
 from experts.specs import FusionSpec
 from experts.weights import ModelUnavailable
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -102,7 +98,7 @@ class FusionExpert:
         engine.decoder.submit(row)
         try:
             while True:
-                event = await self._within(deadline, events.get())
+                event = await within(self.name, self._spec.timeout_s, deadline, events.get())
                 if isinstance(event, TextEvent):
                     yield Delta(content=event.text)
                     continue
@@ -159,14 +155,6 @@ class FusionExpert:
         thread.start()
         return _Engine(loaded, decoder, thread, stopping)
 
-    async def _within(self, deadline: float, awaitable: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await awaitable
-        except TimeoutError as exc:
-            message = f"no answer within {self._spec.timeout_s:g}s"
-            raise ExpertTimeout(self.name, message) from exc
-
     def _final(self, event: Event, plan: RowPlan, request_id: str) -> Delta:
         if isinstance(event, Finished):
             summary = self.summary(event.tally)
@@ -176,10 +164,8 @@ class FusionExpert:
             logger.info("generated", extra={**extra, "finish_reason": event.reason, **summary})
             meta: dict[str, JSONValue] = {"fusion": summary}
             return Delta(content=event.text, finish_reason=event.reason, usage=usage, meta=meta)
-        if isinstance(event, Failed) and event.error is not None:
-            message = f"generation failed: {type(event.error).__name__}: {event.error}"
-            raise ExpertUnavailable(self.name, message) from event.error
-        raise ExpertUnavailable(self.name, "the expert was closed during generation")
+        error = event.error if isinstance(event, Failed) else None
+        raise generation_failure(self.name, error) from error
 
     def summary(self, tally: AlphaTally) -> dict[str, JSONValue]:
         """The weights of one answer: their mean per step, and who was active how often."""
@@ -195,15 +181,7 @@ class FusionExpert:
 
     def _plan(self, loaded: LoadedFusion, request: ExpertRequest) -> RowPlan:
         """Template, truncate and tokenize the request (blocking: runs in a worker thread)."""
-        spec = self._spec
-        plan = plan_prompt(
-            self.name,
-            loaded.tokenizer,
-            request,
-            context_tokens=spec.context_tokens,
-            default_max_tokens=spec.max_tokens,
-            system_prompt=spec.system_prompt,
-        )
+        plan = plan_prompt(self.name, loaded.tokenizer, request, self._spec)
         if not loaded.vocab.allows(plan.prompt_ids):
             raise ExpertRejected(self.name, "the prompt uses tokens not every model knows")
         return plan
