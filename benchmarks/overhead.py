@@ -67,6 +67,7 @@ server: {{host: 127.0.0.1, port: {port}}}
 embedder: {{precision: {precision}}}
 memory: {{backend: local}}
 cache: {{enabled: true, threshold: 0.8}}
+auth: none
 experts:
   - name: stub
     kind: openai

@@ -1,4 +1,4 @@
-"""The `taskgate` command: serve, route, check-config, eval, fit."""
+"""The `taskgate` command: serve, route, check-config, eval, fit, keys."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from gateway.config import (
     load_config,
     with_redis_url,
 )
+from gateway.keys_cli import add_keys_parser
 from gateway.settings import Settings
 
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
     _eval_parser(commands)
     _fit_parser(commands)
+    add_keys_parser(commands)
     return parser
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -39,21 +38,70 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Caps on what one chat request may ask for; each is a 400 that names it.
+    max_messages: int = Field(default=256, ge=1)
+    max_message_chars: int = Field(default=100_000, ge=1)
+    max_tokens: int = Field(default=32_768, ge=1)
     # torch intra-op threads for embedding and in-process models (default: the CPUs this
     # process may run on); BLAS is pinned to 1.
     torch_threads: int | None = Field(default=None, ge=1)
 
 
-class ApiKey(_Section):
-    key: SecretStr
-    tenant: str = Field(min_length=1)
-    # May call the /admin endpoints (reload, experts).
+class KeyEntry(_Section):
+    """One API key, as its salted hash (`taskgate keys add` prints the key once)."""
+
+    id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{32}:[0-9a-f]{64}$")
+    # May call the /admin endpoints and write exemplars.
     admin: bool = False
+    # Requests and tokens per minute for this key (None: `auth.limits`).
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    created: float = Field(default=0.0, ge=0)
+
+
+class RateLimits(_Section):
+    """Per-key budgets over a sliding minute (held in Redis with the Redis memory, so
+    they hold across replicas). None: unlimited."""
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 class AuthConfig(_Section):
-    # Empty: no authentication, every request belongs to tenant "default".
-    keys: list[ApiKey] = Field(default_factory=list)
+    """API keys; each names its tenant. `auth: none` (a plain string) turns this off."""
+
+    mode: Literal["keys"] = "keys"
+    keys: list[KeyEntry] = Field(default_factory=list)
+    # A keys file managed by `taskgate keys add --file`; re-read when it changes.
+    keys_file: str | None = None
+    # Also look keys up in the memory's Redis (`taskgate keys add --redis`).
+    redis: bool = False
+    # How long a key read from the keys file or Redis is trusted before it is read again:
+    # a revoked key stops working within this time.
+    recheck_s: float = Field(default=5.0, ge=0, le=3600)
+    limits: RateLimits = Field(default_factory=RateLimits)
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> AuthConfig:
+        if not (self.keys or self.keys_file or self.redis):
+            raise ValueError(
+                "no API keys: list them in auth.keys, name an auth.keys_file, or set "
+                "auth.redis: true (see `taskgate keys add`); or say `auth: none` to serve "
+                "without authentication"
+            )
+        ids = [key.id for key in self.keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError("auth.keys: key ids must be unique")
+        return self
+
+
+class NoAuth(_Section):
+    """`auth: none`: every request is tenant "default" and may do everything."""
+
+    mode: Literal["none"]
+    limits: RateLimits = Field(default_factory=RateLimits)
 
 
 class EmbedderConfig(_Section):
@@ -195,7 +243,8 @@ class RouterConfig(_Section):
 
 class Config(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Required: API keys, or an explicit `auth: none`.
+    auth: Annotated[AuthConfig | NoAuth, Field(discriminator="mode")]
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -205,6 +254,27 @@ class Config(_Section):
     experts: list[ExpertSpec] = Field(min_length=1)
     # Experts by name (looked up on every request).
     _by_name: dict[str, ExpertSpec] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_stated(cls, data: object) -> object:
+        if isinstance(data, dict) and "auth" not in data:
+            raise ValueError(
+                "auth is required: give API keys (auth.keys, auth.keys_file or auth.redis; "
+                "see `taskgate keys add`), or say `auth: none` to serve without them"
+            )
+        return data
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: object) -> object:
+        if value == "none":
+            return {"mode": "none"}
+        if value is None:
+            raise ValueError("say `auth: none` to serve without authentication, or give keys")
+        if isinstance(value, dict) and "mode" not in value:
+            return {"mode": "keys", **value}
+        return value
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
@@ -221,6 +291,8 @@ class Config(_Section):
                 raise ValueError(
                     f"expert '{expert.name}' has unknown fallbacks: {', '.join(missing)}"
                 )
+        if isinstance(self.auth, AuthConfig) and self.auth.redis and self.memory.backend != "redis":
+            raise ValueError("auth.redis: true needs memory.backend: redis (keys live there)")
         self._by_name = {expert.name: expert for expert in self.experts}
         return self
 
@@ -341,6 +413,9 @@ def _issues_from(exc: ValidationError, root: yaml.Node) -> list[ConfigIssue]:
     return issues
 
 
+_AUTH_MODES = ("keys", "none")
+
+
 def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
     """Drop the discriminator values pydantic puts in error paths (experts.1.openai.x).
 
@@ -351,6 +426,8 @@ def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
     node: yaml.Node | None = root
     tagged: yaml.Node | None = None
     for part in loc:
+        if out == ["auth"] and part in _AUTH_MODES:  # auth's own union (keys | none)
+            continue
         kind = _child(node, "kind") if node is not None else None
         if node is not tagged and isinstance(kind, yaml.ScalarNode) and kind.value == part:
             tagged = node

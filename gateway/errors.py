@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 
@@ -15,6 +16,10 @@ class GatewayError(Exception):
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries (e.g. Retry-After)."""
+        return {}
 
 
 class InvalidRequest(GatewayError):
@@ -64,6 +69,29 @@ class ExpertBusy(GatewayError):
     status = 429
     type = "rate_limit_error"
     default_code = "expert_busy"
+
+
+class RateLimited(GatewayError):
+    """The API key spent its requests or tokens for this minute."""
+
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class AuthUnavailable(GatewayError):
+    """The key store (Redis) could not be read, so the key cannot be checked."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "auth_unavailable"
 
 
 class NotReady(GatewayError):

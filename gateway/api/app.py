@@ -13,7 +13,7 @@ import gc
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.access.gate import Access, build_access
 from gateway.api.admin import ConfigSource, reload_config
 from gateway.api.admin import router as admin_router
 from gateway.api.memory import router as memory_router
@@ -28,8 +29,8 @@ from gateway.api.middleware import BodyLimit, RequestIds
 from gateway.api.openai import router
 from gateway.api.reloading import on_sighup, watch
 from gateway.api.sse import error_body
-from gateway.components import build_gateway
-from gateway.config import Config, load_config, with_redis_url
+from gateway.components import build_gateway, redis_client
+from gateway.config import Config, NoAuth, load_config, with_redis_url
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from gateway.settings import Settings
@@ -44,11 +45,15 @@ def build_app(
     *,
     config_source: ConfigSource | None = None,
     watch_file: Path | None = None,
+    access: Access | None = None,
+    closers: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> FastAPI:
-    """The app around an already-constructed gateway; the lifespan starts and closes it.
+    """The app around an already-constructed gateway; the lifespan starts and closes it
+    (and runs `closers` last).
 
     With a `config_source`, `POST /admin/reload` and SIGHUP reload the config; with a
-    `watch_file`, so does a change of that file.
+    `watch_file`, so does a change of that file. `access` checks keys and rate limits
+    (default: keys from the config, limits counted in this process).
     """
 
     @contextlib.asynccontextmanager
@@ -60,6 +65,7 @@ def build_app(
         if watch_file is not None:
             tasks.append(asyncio.create_task(watch(watch_file, trigger), name="config-watch"))
         uninstall = on_sighup(trigger)
+        _warn_if_open(gateway.config)
         try:
             yield
         finally:
@@ -69,12 +75,15 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await gateway.aclose()
+            for close in closers:
+                await close()
 
     app = FastAPI(title="taskgate", lifespan=lifespan)
     app.state.gateway = gateway
     app.state.started_at = time.time()
     app.state.startup_error = None
     app.state.config_source = config_source
+    app.state.access = access or build_access(gateway.config, None)
     app.include_router(router)
     app.include_router(memory_router)
     app.include_router(admin_router)
@@ -83,6 +92,14 @@ def build_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestIds)
     return app
+
+
+def _warn_if_open(config: Config) -> None:
+    if isinstance(config.auth, NoAuth):
+        logger.warning(
+            "authentication is off (auth: none): every request is tenant 'default' and may "
+            "use the admin endpoints; give API keys before exposing this gateway"
+        )
 
 
 async def _reload(gateway: Gateway, source: ConfigSource | None) -> None:
@@ -125,7 +142,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         logger.log(level, "request failed", extra=_failure(request, exc.status, exc.code))
         body = error_body(exc.message, exc.type, exc.code, exc.param)
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -191,9 +208,12 @@ def create_app(settings: Settings, *, watch_config: bool = False) -> FastAPI:
     config = source()
     setup_tracing(config.tracing)
     path = settings.config_path
+    redis = redis_client(config.memory) if config.memory.backend == "redis" else None
     return build_app(
         build_gateway(config, settings.home),
         config.server.max_body_bytes,
         config_source=source if path is not None else None,
         watch_file=path if watch_config else None,
+        access=build_access(config, redis),
+        closers=(redis.aclose,) if redis is not None else (),
     )

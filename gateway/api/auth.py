@@ -1,17 +1,15 @@
-"""Who is asking: the API key (when keys are configured) names the tenant."""
+"""Who is asking: the API key names the tenant and its rights; every request spends one
+of the key's requests per minute (see `gateway.access`)."""
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
 
-from gateway.config import ApiKey, AuthConfig
-from gateway.errors import Forbidden, Unauthorized
+from gateway.access.gate import Access, Principal
 
-DEFAULT_TENANT = "default"
 _MAX_REQUEST_ID = 128
 
 
@@ -19,6 +17,7 @@ _MAX_REQUEST_ID = 128
 class RequestContext:
     tenant: str
     request_id: str
+    principal: Principal
 
 
 def new_request_id(given: str) -> str:
@@ -28,35 +27,30 @@ def new_request_id(given: str) -> str:
     return uuid.uuid4().hex
 
 
-def key_for(auth: AuthConfig, authorization: str | None) -> ApiKey | None:
-    """The configured key the request presents; None when authentication is off."""
-    if not auth.keys:
-        return None
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    for entry in auth.keys:
-        if hmac.compare_digest(entry.key.get_secret_value().encode(), token.strip().encode()):
-            return entry
-    raise Unauthorized("invalid API key")
+def access(request: Request) -> Access:
+    gate: Access = request.app.state.access
+    return gate
 
 
-def tenant_for(auth: AuthConfig, authorization: str | None) -> str:
-    key = key_for(auth, authorization)
-    return key.tenant if key is not None else DEFAULT_TENANT
+async def _context(request: Request, *, admin: bool, tokens: bool) -> RequestContext:
+    gate = access(request)
+    config = request.app.state.gateway.config
+    principal = await gate.authenticate(config, request.headers.get("authorization"))
+    if admin:
+        gate.require_admin(principal)
+    await gate.admit(principal, tokens=tokens)
+    return RequestContext(principal.tenant, request.state.request_id, principal)
 
 
 async def request_context(request: Request) -> RequestContext:
-    auth: AuthConfig = request.app.state.gateway.config.auth
-    tenant = tenant_for(auth, request.headers.get("authorization"))
-    return RequestContext(tenant, request.state.request_id)
+    return await _context(request, admin=False, tokens=False)
+
+
+async def chat_context(request: Request) -> RequestContext:
+    """Like `request_context`, and the key must have tokens left this minute."""
+    return await _context(request, admin=False, tokens=True)
 
 
 async def admin_context(request: Request) -> RequestContext:
     """Like `request_context`, but only keys marked `admin: true` pass (when auth is on)."""
-    auth: AuthConfig = request.app.state.gateway.config.auth
-    key = key_for(auth, request.headers.get("authorization"))
-    if key is not None and not key.admin:
-        raise Forbidden("this endpoint needs an API key with admin: true")
-    tenant = key.tenant if key is not None else DEFAULT_TENANT
-    return RequestContext(tenant, request.state.request_id)
+    return await _context(request, admin=True, tokens=False)

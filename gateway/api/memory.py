@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api.auth import RequestContext, request_context
+from gateway.api.auth import RequestContext, admin_context, request_context
 from gateway.api.schemas import ExemplarIn, FeedbackRequest
 from gateway.learning import exemplar_json
 from gateway.memory.records import Source
@@ -15,6 +15,8 @@ from gateway.service import Gateway
 
 router = APIRouter()
 Context = Annotated[RequestContext, Depends(request_context)]
+# Writing exemplars changes routing for the whole tenant: admin keys only.
+Admin = Annotated[RequestContext, Depends(admin_context)]
 
 
 def _gateway(request: Request) -> Gateway:
@@ -35,7 +37,7 @@ async def feedback(body: FeedbackRequest, request: Request, context: Context) ->
 
 
 @router.post("/v1/exemplars", status_code=201)
-async def add_exemplar(body: ExemplarIn, request: Request, context: Context) -> JSONResponse:
+async def add_exemplar(body: ExemplarIn, request: Request, context: Admin) -> JSONResponse:
     exemplar = await _gateway(request).add_exemplar(
         context.tenant, body.expert, body.text, body.response, body.good
     )
@@ -56,6 +58,6 @@ async def list_exemplars(
 
 
 @router.delete("/v1/exemplars/{exemplar_id}", status_code=204)
-async def delete_exemplar(exemplar_id: str, request: Request, context: Context) -> Response:
+async def delete_exemplar(exemplar_id: str, request: Request, context: Admin) -> Response:
     await _gateway(request).delete_exemplar(context.tenant, exemplar_id)
     return Response(status_code=204)

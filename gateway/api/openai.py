@@ -8,13 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.api.auth import RequestContext, request_context
+from gateway.api.auth import RequestContext, access, chat_context, request_context
+from gateway.api.caps import within_caps
+from gateway.api.metering import metered
 from gateway.api.schemas import ChatCompletionRequest, RouteRequest
 from gateway.api.sse import chat_events, drain_reply, route_headers
 from gateway.service import AUTO, CONTENT_TYPE, Gateway
 
 router = APIRouter()
 Context = Annotated[RequestContext, Depends(request_context)]
+ChatContext = Annotated[RequestContext, Depends(chat_context)]
 
 
 def cache_control(request: Request) -> frozenset[str]:
@@ -30,10 +33,12 @@ def _gateway(request: Request) -> Gateway:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, context: Context
+    body: ChatCompletionRequest, request: Request, context: ChatContext
 ) -> Response:
+    gateway = _gateway(request)
     call = body.to_call(context.tenant, context.request_id, cache_control(request))
-    reply = await _gateway(request).handle(call)
+    call = within_caps(call, gateway.config.server)
+    reply = metered(await gateway.handle(call), access(request), context.principal, call)
     headers = route_headers(reply.route)
     if body.stream:
         return StreamingResponse(
@@ -46,7 +51,9 @@ async def chat_completions(
 
 @router.post("/v1/route")
 async def route(body: RouteRequest, request: Request, context: Context) -> JSONResponse:
-    info = await _gateway(request).route(body.to_call(context.tenant, context.request_id))
+    gateway = _gateway(request)
+    call = within_caps(body.to_call(context.tenant, context.request_id), gateway.config.server)
+    info = await gateway.route(call)
     return JSONResponse({"route": info.to_json()}, headers=route_headers(info))
 
 

@@ -22,6 +22,7 @@ from tests.support.asgi import serve
 CONFIG = """
 server: {max_body_bytes: 4096}
 router: {threshold: 0.45, margin: 0.04, use_descriptions: false}
+auth: none
 experts:
   - {name: calculator, kind: tool, tool: calculator, ask: do arithmetic,
      description: arithmetic, examples: [compute, percent]}

@@ -16,11 +16,11 @@ from gateway.service import Gateway
 from tests.api.conftest import local_memory, wait_ready
 from tests.fakes import KeywordEmbedder, ScriptedExpert
 from tests.support.asgi import serve
+from tests.support.keys import auth_block, entry, token
 
-CONFIG = """
-auth:
-  keys: [{key: key-acme, tenant: acme}, {key: key-globex, tenant: globex}]
-router: {threshold: 0.45, margin: 0.04, use_descriptions: false}
+CONFIG = auth_block(
+    entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
+) + """router: {threshold: 0.45, margin: 0.04, use_descriptions: false}
 experts:
   - {name: calculator, kind: tool, tool: calculator, ask: do arithmetic,
      description: arithmetic, examples: [compute, percent]}
@@ -39,10 +39,10 @@ class App:
         self.experts = experts
 
     def client(self, tenant: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=f"key-{tenant}", max_retries=0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=token(tenant), max_retries=0)
 
     def http(self, tenant: str) -> httpx.Client:
-        headers = {"authorization": f"Bearer key-{tenant}"}
+        headers = {"authorization": f"Bearer {token(tenant)}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
     def calls(self, expert: str) -> int:

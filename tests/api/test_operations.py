@@ -16,10 +16,9 @@ from gateway.service import Gateway
 from tests.api.conftest import local_memory, wait_ready
 from tests.fakes import KeywordEmbedder, ScriptedExpert
 from tests.support.asgi import serve
+from tests.support.keys import auth_block, entry, token
 
-CONFIG = """
-auth:
-  keys: [{key: key-ops, tenant: ops, admin: true}, {key: key-user, tenant: users}]
+CONFIG = auth_block(entry("ops", admin=True), entry("user", tenant="users")) + """
 health: {interval_s: 0.2, jitter: 0, timeout_s: 1}
 experts:
   - {name: sick, kind: tool, tool: calculator, description: x, examples: [sick],
@@ -29,8 +28,8 @@ experts:
   - {name: narrow, kind: tool, tool: calculator, description: x, examples: [narrow],
      max_concurrency: 1, queue_timeout_s: 0.2, cache_ttl_s: 0}
 """
-USER = {"authorization": "Bearer key-user"}
-OPS = {"authorization": "Bearer key-ops"}
+USER = {"authorization": f"Bearer {token('user')}"}
+OPS = {"authorization": f"Bearer {token('ops')}"}
 
 
 @pytest.fixture(scope="module")

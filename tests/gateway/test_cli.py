@@ -13,7 +13,7 @@ def test_check_config_accepts_a_valid_file(
 ) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(
-        "experts:\n  - {name: calc, kind: tool, tool: calculator, description: maths}\n"
+        "auth: none\nexperts:\n  - {name: calc, kind: tool, tool: calculator, description: maths}\n"
     )
     assert main(["check-config", str(path)]) == 0
     assert "ok, 1 experts: calc (tool)" in capsys.readouterr().out
@@ -24,7 +24,7 @@ def test_check_config_names_line_and_field(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "experts:\n"
+        "auth: none\nexperts:\n"
         "  - name: code\n"
         "    kind: openai\n"
         "    base_url: vllm:8000\n"
@@ -33,7 +33,7 @@ def test_check_config_names_line_and_field(
     )
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}:4: experts.0.base_url: String should match pattern" in err
+    assert f"{path}:5: experts.0.base_url: String should match pattern" in err
 
 
 def test_route_prints_the_decision_and_scores(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,12 +30,20 @@ experts:
     kind: local
     model: builtin:SmolLM2-135M-Instruct
     description: chat
+auth: none
 """
+
+
+def with_auth(text: str) -> str:
+    """`text` with `auth: none` added at its end (so line numbers stay)."""
+    if "auth:" in text or "experts" not in text:
+        return text
+    return text.rstrip("\n") + "\nauth: none\n"
 
 
 def issues_of(text: str, env: dict[str, str] | None = None) -> list[tuple[str, int | None, str]]:
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, "c.yaml", env or {})
+        parse_config(with_auth(text), "c.yaml", env or {})
     return [(i.path, i.line, i.message) for i in caught.value.issues]
 
 

@@ -18,7 +18,7 @@ from tests.fakes import KeywordEmbedder, ScriptedExpert
 pytestmark = pytest.mark.anyio
 
 CONFIG = (
-    "experts:\n  - {name: calc, kind: tool, tool: calculator, description: d, examples: [sum]}\n"
+    "auth: none\nexperts:\n  - {name: calc, kind: tool, tool: calculator, description: d, examples: [sum]}\n"
 )
 
 

@@ -28,6 +28,7 @@ SMOL = BUILTIN_PREFIX + "SmolLM2-135M-Instruct"
 MAX_TOKENS = 16
 PROMPTS = ["Name three colours of the rainbow.", "Write one word about the sea."]
 CONFIG = """
+auth: none
 experts:
   - name: fused
     kind: fusion

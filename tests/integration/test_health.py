@@ -24,12 +24,14 @@ pytestmark = pytest.mark.integration
 
 PROBE_INTERVAL_S = 0.5
 UPSTREAM = """
+auth: none
 experts:
   - {name: calculator, kind: tool, tool: calculator, description: arithmetic,
      examples: [what is 2 + 2]}
 """
 GATEWAY = """
 health: {{interval_s: {interval}, jitter: 0.1, timeout_s: 1}}
+auth: none
 experts:
   - name: remote
     kind: openai

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 CONFIG = """
 memory: {backend: redis, url: "${TASKGATE_REDIS_URL}"}
+auth: none
 experts:
   - name: calculator
     kind: tool

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 BASE = """
 router: {threshold: 0.3}
+auth: none
 experts:
   - name: calculator
     kind: tool

@@ -18,16 +18,16 @@ import openai
 import pytest
 
 from tests.support.gateway import gateway_process
+from tests.support.keys import auth_block, entry, token
 from tests.support.redis import RedisServer, plain_redis
 from tests.support.vllm import VLLMServer
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-CONFIG = """
-auth:
-  keys: [{key: key-acme, tenant: acme}, {key: key-globex, tenant: globex}]
-memory: {backend: redis, url: "${TASKGATE_REDIS_URL}"}
+CONFIG = auth_block(
+    entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
+) + """memory: {backend: redis, url: "${TASKGATE_REDIS_URL}"}
 experts:
   - name: calculator
     kind: tool
@@ -57,10 +57,10 @@ class Replica:
         self.url = url
 
     def client(self, tenant: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=f"key-{tenant}", max_retries=0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=token(tenant), max_retries=0)
 
     def post(self, tenant: str, path: str, body: dict[str, Any]) -> httpx.Response:
-        headers = {"authorization": f"Bearer key-{tenant}"}
+        headers = {"authorization": f"Bearer {token(tenant)}"}
         return httpx.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
 

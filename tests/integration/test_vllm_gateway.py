@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 PROMPT = "Name three colours of the rainbow."
 CONFIG = """
+auth: none
 experts:
   - name: smol
     kind: openai

@@ -20,6 +20,7 @@ router:
   target: {{oos_recall: 0.8}}
   negative_examples: [hello there, what now]
   head: {{mode: {mode}, min_examples: 3}}
+auth: none
 experts:
   - {{name: weather, kind: tool, tool: calculator, description: weather,
      examples: [rain, sun, rain sun, sun sun]}}

@@ -25,6 +25,7 @@ CONFIG = """
 router:
   use_descriptions: false
   head: {{mode: on, threshold: 0.8}}
+auth: none
 experts:
   - {{name: weather, kind: tool, tool: calculator, description: the weather,
      examples: [rain, sun, rain sun, sun rain rain, cloud, cloud rain, sun cloud{weather}]}}

@@ -1,0 +1,33 @@
+"""The server's caps on one request: how many messages, how long each, how many tokens."""
+
+from __future__ import annotations
+
+from gateway.config import ServerConfig
+from gateway.errors import InvalidRequest
+from gateway.outcomes import ChatCall
+
+
+def within_caps(call: ChatCall, server: ServerConfig) -> ChatCall:
+    if len(call.messages) > server.max_messages:
+        raise InvalidRequest(
+            f"messages: {len(call.messages)} messages; this gateway takes at most "
+            f"{server.max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
+    for index, message in enumerate(call.messages):
+        if len(message.content) > server.max_message_chars:
+            raise InvalidRequest(
+                f"messages[{index}].content: {len(message.content)} characters; this "
+                f"gateway takes at most {server.max_message_chars} a message",
+                param=f"messages.{index}.content",
+                code="message_too_long",
+            )
+    wanted = call.sampling.max_tokens
+    if wanted is not None and wanted > server.max_tokens:
+        raise InvalidRequest(
+            f"max_tokens: {wanted} is over this gateway's cap of {server.max_tokens}",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
+    return call
