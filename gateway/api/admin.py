@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.auth import RequestContext, admin_context
+from gateway.api.documented import ERRORS
 from gateway.config import Config, ConfigError
 from gateway.errors import InvalidRequest
 from gateway.service import Gateway
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Admin = Annotated[RequestContext, Depends(admin_context)]
 ConfigSource = Callable[[], Config]
 

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.api.auth import RequestContext, admin_context, request_context
+from gateway.api.documented import ERRORS
 from gateway.api.schemas import ExemplarIn, FeedbackRequest
 from gateway.learning import exemplar_json
 from gateway.memory.records import Source
 from gateway.service import Gateway
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Context = Annotated[RequestContext, Depends(request_context)]
 # Writing exemplars changes routing for the whole tenant: admin keys only.
 Admin = Annotated[RequestContext, Depends(admin_context)]

@@ -10,12 +10,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api.auth import RequestContext, access, chat_context, request_context
 from gateway.api.caps import within_caps
+from gateway.api.documented import ERRORS, JSON_OR_SSE, PROMETHEUS_TEXT
 from gateway.api.metering import metered
 from gateway.api.schemas import ChatCompletionRequest, RouteRequest
 from gateway.api.sse import chat_events, drain_reply, route_headers
 from gateway.service import AUTO, CONTENT_TYPE, Gateway
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Context = Annotated[RequestContext, Depends(request_context)]
 ChatContext = Annotated[RequestContext, Depends(chat_context)]
 
@@ -31,7 +32,7 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=JSON_OR_SSE)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, context: ChatContext
 ) -> Response:
@@ -83,7 +84,7 @@ async def models(request: Request, context: Context) -> dict[str, object]:
     return {"object": "list", "data": data}
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=PROMETHEUS_TEXT)
 async def metrics(request: Request) -> Response:
     return Response(_gateway(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
