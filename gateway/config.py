@@ -353,7 +353,26 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
     return parse_config(text, str(path), env)
 
 
+# A config is small; anything bigger once its aliases are expanded (`&a [*b, *b, ...]`
+# nests exponentially) or deeper than this is refused before it is walked.
+MAX_NODES = 1_000_000
+MAX_DEPTH = 64
+
+
+class _TooBig(Exception):
+    pass
+
+
 def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
+    try:
+        return _parse(text, source, env)
+    except (RecursionError, _TooBig) as exc:
+        problem = f"the document is nested deeper than {MAX_DEPTH} levels or holds more than "
+        problem += f"{MAX_NODES} values once its aliases are expanded"
+        raise ConfigError(source, [ConfigIssue("", problem, None)]) from exc
+
+
+def _parse(text: str, source: str, env: Mapping[str, str]) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -365,7 +384,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     if not isinstance(data, dict) or root is None:
         raise ConfigError(source, [ConfigIssue("", "the document must be a mapping", 1)])
     issues: list[ConfigIssue] = []
-    data = _interpolate(data, (), env, issues, root)
+    data = _interpolate(data, (), env, issues, root, [MAX_NODES])
     if issues:
         raise ConfigError(source, issues)
     try:
@@ -375,12 +394,24 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
 
 
 def _interpolate(
-    value: object, loc: _Loc, env: Mapping[str, str], issues: list[ConfigIssue], root: yaml.Node
+    value: object,
+    loc: _Loc,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+    root: yaml.Node,
+    budget: list[int],
 ) -> object:
+    """`${NAME}` and `${NAME:-default}` replaced in every string; `budget` holds how many
+    more values may be visited."""
+    budget[0] -= 1
+    if budget[0] < 0 or len(loc) > MAX_DEPTH:
+        raise _TooBig
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, str(k)), env, issues, root) for k, v in value.items()}
+        return {
+            k: _interpolate(v, (*loc, str(k)), env, issues, root, budget) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_interpolate(v, (*loc, i), env, issues, root) for i, v in enumerate(value)]
+        return [_interpolate(v, (*loc, i), env, issues, root, budget) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -425,9 +456,9 @@ def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
     out: list[str | int] = []
     node: yaml.Node | None = root
     tagged: yaml.Node | None = None
+    if loc[:1] == ("auth",) and loc[1:2] and loc[1] in _AUTH_MODES:
+        loc = loc[:1] + loc[2:]  # auth's own union (keys | none)
     for part in loc:
-        if out == ["auth"] and part in _AUTH_MODES:  # auth's own union (keys | none)
-            continue
         kind = _child(node, "kind") if node is not None else None
         if node is not tagged and isinstance(kind, yaml.ScalarNode) and kind.value == part:
             tagged = node

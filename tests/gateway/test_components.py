@@ -14,7 +14,9 @@ from gateway.memory.store import LocalStore
 
 pytestmark = pytest.mark.anyio
 
-EXPERTS = "auth: none\nexperts:\n  - {name: calc, kind: tool, tool: calculator, description: maths}\n"
+EXPERTS = (
+    "auth: none\nexperts:\n  - {name: calc, kind: tool, tool: calculator, description: maths}\n"
+)
 
 
 async def test_local_memory_with_a_snapshot_keeps_exemplars_across_restarts(

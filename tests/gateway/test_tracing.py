@@ -18,7 +18,8 @@ from tests.fakes import KeywordEmbedder, ScriptedExpert
 pytestmark = pytest.mark.anyio
 
 CONFIG = (
-    "auth: none\nexperts:\n  - {name: calc, kind: tool, tool: calculator, description: d, examples: [sum]}\n"
+    "auth: none\n"
+    "experts:\n  - {name: calc, kind: tool, tool: calculator, description: d, examples: [sum]}\n"
 )
 
 
