@@ -417,6 +417,8 @@ def _first_choice(body: JSONObject) -> JSONObject:
 def _load_object(raw: bytes | str) -> JSONObject:
     try:
         value = json.loads(raw)
+    except RecursionError as exc:  # nesting deeper than the interpreter's stack
+        raise MalformedUpstream("JSON nested too deeply") from exc
     except ValueError as exc:
         raise MalformedUpstream(f"not JSON: {_snippet(raw)!r}") from exc
     return _as_object(value, "body")
