@@ -40,7 +40,9 @@ def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         where = action.add_mutually_exclusive_group()
         where.add_argument("--file", type=Path, help="a keys file (auth.keys_file)")
         where.add_argument("--redis", action="store_true", help="the memory's Redis")
-        action.add_argument("--config", type=Path, help="take auth.keys_file / memory here")
+        action.add_argument(
+            "--config", type=Path, help="take auth.keys_file / memory here (or TASKGATE_CONFIG)"
+        )
 
 
 class _Store:
@@ -92,7 +94,8 @@ class _Store:
 
 
 def _store(args: argparse.Namespace, settings: Settings) -> _Store:
-    config = load_config(args.config, settings.env) if args.config is not None else None
+    path = args.config or settings.config_path  # --config, else TASKGATE_CONFIG
+    config = load_config(path, settings.env) if path is not None else None
     auth = config.auth if config is not None and isinstance(config.auth, AuthConfig) else None
     if args.file is not None:
         return _Store(args.file, None)
