@@ -18,9 +18,11 @@ from tests.fakes import KeywordEmbedder, ScriptedExpert
 from tests.support.asgi import serve
 from tests.support.keys import auth_block, entry, token
 
-CONFIG = auth_block(
-    entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
-) + """router: {threshold: 0.45, margin: 0.04, use_descriptions: false}
+CONFIG = (
+    auth_block(
+        entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
+    )
+    + """router: {threshold: 0.45, margin: 0.04, use_descriptions: false}
 experts:
   - {name: calculator, kind: tool, tool: calculator, ask: do arithmetic,
      description: arithmetic, examples: [compute, percent]}
@@ -29,6 +31,7 @@ experts:
   - {name: general, kind: tool, tool: calculator, description: conversation,
      examples: [joke], cache_ttl_s: 0}
 """
+)
 KEYWORDS = ["compute", "percent", "convert", "miles", "joke", "arithmetic", "measurements",
             "units", "kilo", "grams", "pounds", "feet"]  # fmt: skip
 

@@ -18,7 +18,9 @@ from tests.fakes import KeywordEmbedder, ScriptedExpert
 from tests.support.asgi import serve
 from tests.support.keys import auth_block, entry, token
 
-CONFIG = auth_block(entry("ops", admin=True), entry("user", tenant="users")) + """
+CONFIG = (
+    auth_block(entry("ops", admin=True), entry("user", tenant="users"))
+    + """
 health: {interval_s: 0.2, jitter: 0, timeout_s: 1}
 experts:
   - {name: sick, kind: tool, tool: calculator, description: x, examples: [sick],
@@ -28,6 +30,7 @@ experts:
   - {name: narrow, kind: tool, tool: calculator, description: x, examples: [narrow],
      max_concurrency: 1, queue_timeout_s: 0.2, cache_ttl_s: 0}
 """
+)
 USER = {"authorization": f"Bearer {token('user')}"}
 OPS = {"authorization": f"Bearer {token('ops')}"}
 

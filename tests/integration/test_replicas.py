@@ -25,9 +25,11 @@ from tests.support.vllm import VLLMServer
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-CONFIG = auth_block(
-    entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
-) + """memory: {backend: redis, url: "${TASKGATE_REDIS_URL}"}
+CONFIG = (
+    auth_block(
+        entry("acme", admin=True), entry("globex", admin=True), entry("acme-reader", tenant="acme")
+    )
+    + """memory: {backend: redis, url: "${TASKGATE_REDIS_URL}"}
 experts:
   - name: calculator
     kind: tool
@@ -49,6 +51,7 @@ experts:
     description: general conversation and writing
     examples: [tell me a short joke, write a haiku about autumn, describe a cat]
 """
+)
 AMBIGUOUS = "how much is 12 kg times 4"
 
 
