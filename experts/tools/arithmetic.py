@@ -4,6 +4,8 @@ Numbers are `Fraction`s while the arithmetic stays exact (+ - * / // % and integ
 powers), so 0.1 + 0.2 is exactly 3/10; functions and fractional powers fall back to
 floats. Every intermediate result is bounded (`MAX_ABS`, `MAX_BITS`), and powers are sized
 before they are computed, so "9**9**9**9" is refused at once instead of eating memory.
+Each of the at most `MAX_NODES` steps is small on its own, and a `Deadline` checked at every
+node bounds them all together (`DEFAULT_TIME_LIMIT_S` of CPU time unless the caller says).
 
 Besides the whitelisted functions, the expression may use the markers the calculator's
 phrasing emits: `__percent__(x)` ("x%"), `__percent_of__(x) * y` ("x% of y"),
@@ -17,7 +19,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from experts.tools.base import NothingToCompute, ToolInputError
+from experts.tools.base import Deadline, NothingToCompute, ToolInputError
 from experts.tools.formatting import Real
 from experts.tools.functions import CONSTANTS, FUNCTIONS, MARKERS, PERCENT_OF, call
 
@@ -36,14 +38,16 @@ class Calculation:
     value: Real
 
 
-def calculate(expression: str) -> Calculation:
+def calculate(expression: str, deadline: Deadline | None = None) -> Calculation:
     """Evaluate `expression` (Python syntax plus the percent markers) safely.
 
     Raises `NothingToCompute` when it is not an arithmetic expression, `ToolInputError`
-    when it is one that cannot be evaluated (division by zero, too large, a domain error).
+    when it is one that cannot be evaluated (division by zero, too large, a domain error,
+    past the `deadline`; by default one of `DEFAULT_TIME_LIMIT_S` from now).
     """
+    deadline = deadline if deadline is not None else Deadline()
     tree = parse(expression)
-    return Calculation(expression=render(tree), value=evaluate(tree))
+    return Calculation(expression=render(tree), value=evaluate(tree, deadline))
 
 
 def parse(expression: str) -> ast.expr:
@@ -62,8 +66,9 @@ def parse(expression: str) -> ast.expr:
     return tree.body
 
 
-def evaluate(node: ast.expr) -> Real:
-    """The value of a whitelisted expression node."""
+def evaluate(node: ast.expr, deadline: Deadline) -> Real:
+    """The value of a whitelisted expression node, checking `deadline` at every node."""
+    deadline.check()
     match node:
         case ast.Constant(value=bool()):
             raise NothingToCompute("true/false are not numbers")
@@ -74,11 +79,11 @@ def evaluate(node: ast.expr) -> Real:
                 raise ToolInputError("the number is too large")
             return bounded(Fraction(repr(number)))
         case ast.UnaryOp(op=ast.USub(), operand=operand):
-            return -evaluate(operand)
+            return -evaluate(operand, deadline)
         case ast.UnaryOp(op=ast.UAdd(), operand=operand):
-            return evaluate(operand)
+            return evaluate(operand, deadline)
         case ast.BinOp(left=left, op=op, right=right):
-            return binary(op, evaluate(left), evaluate(right))
+            return binary(op, evaluate(left, deadline), evaluate(right, deadline))
         case ast.Name(id=name) if name in CONSTANTS:
             return CONSTANTS[name]
         case ast.Call(func=ast.Name(id=name), args=args, keywords=keywords) if (
@@ -86,7 +91,7 @@ def evaluate(node: ast.expr) -> Real:
         ):
             if keywords or any(isinstance(arg, ast.Starred) for arg in args):
                 raise NothingToCompute(f"{name}() takes plain arguments only")
-            return bounded(call(name, [evaluate(arg) for arg in args]))
+            return bounded(call(name, [evaluate(arg, deadline) for arg in args]))
         case ast.Name(id=name) | ast.Call(func=ast.Name(id=name)):
             raise NothingToCompute(f"unknown name {name!r}; known functions: {_known()}")
     raise NothingToCompute(f"{type(node).__name__} is not allowed in an arithmetic expression")

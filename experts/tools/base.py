@@ -12,7 +12,8 @@ tool reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from experts.base import Message
@@ -22,6 +23,8 @@ from experts.base import Message
 MAX_TEXT_CHARS = 2000
 # How many earlier turns of one role a follow-up looks back through.
 MAX_HISTORY_TURNS = 20
+# The CPU time one computation may take before it is given up.
+DEFAULT_TIME_LIMIT_S = 0.05
 
 
 class ToolError(Exception):
@@ -61,6 +64,34 @@ class Tool(Protocol):
     async def run(self, text: str, history: Sequence[Message] = ()) -> str: ...
 
     async def aclose(self) -> None: ...
+
+
+class Deadline:
+    """A cooperative time limit on a tool's work: `check()` between steps raises
+    `ToolInputError` once `limit_s` has passed.
+
+    Time is the calling thread's CPU time, so a busy machine, which slows every request
+    alike, does not make an ordinary sum fail; what is bounded is the work itself. A check
+    cannot interrupt one long step, so every single step must be bounded on its own (sizes,
+    magnitudes); the deadline bounds how many of them run.
+    """
+
+    __slots__ = ("_clock", "_expires", "limit_s")
+
+    def __init__(
+        self, limit_s: float = DEFAULT_TIME_LIMIT_S, clock: Callable[[], float] = time.thread_time
+    ) -> None:
+        if not limit_s > 0:
+            raise ValueError("the time limit must be positive")
+        self.limit_s = limit_s
+        self._clock = clock
+        self._expires = clock() + limit_s
+
+    def check(self) -> None:
+        if self._clock() >= self._expires:
+            raise ToolInputError(
+                f"the computation takes too long (the limit is {self.limit_s * 1000:g} ms)"
+            )
 
 
 def check_length(text: str, tool: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from experts.base import Message
 from experts.tools.arithmetic import calculate
-from experts.tools.base import NothingToCompute, check_length
+from experts.tools.base import DEFAULT_TIME_LIMIT_S, Deadline, NothingToCompute, check_length
 from experts.tools.calc_followups import Substitute, read_followup, resolve
 from experts.tools.calc_phrases import EXPECTED, find_expression, rewrite
 from experts.tools.formatting import format_number
@@ -27,10 +27,16 @@ NO_EARLIER_RESULT = (
 
 
 class Calculator:
-    """The `calculator` tool: answers "15% of 80 = 12", then "times 2" -> "12 * 2 = 24"."""
+    """The `calculator` tool: answers "15% of 80 = 12", then "times 2" -> "12 * 2 = 24".
 
-    def __init__(self, precision: int = 6) -> None:
+    Evaluating one expression may take at most `time_limit_s` of CPU time.
+    """
+
+    def __init__(self, precision: int = 6, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> None:
+        if not time_limit_s > 0:
+            raise ValueError("time_limit_s must be positive")
         self._precision = precision
+        self._time_limit_s = time_limit_s
 
     @property
     def name(self) -> str:
@@ -64,5 +70,5 @@ class Calculator:
         return None
 
     def _answer(self, expression: str) -> str:
-        calculation = calculate(expression)
+        calculation = calculate(expression, Deadline(self._time_limit_s))
         return f"{calculation.expression} = {format_number(calculation.value, self._precision)}"

@@ -20,7 +20,8 @@ PERCENT_OF = "__percent_of__"
 INCREASE = "__increase__"
 DECREASE = "__decrease__"
 
-MAX_FACTORIAL = 170
+# The largest n whose n! stays within the calculator's MAX_ABS (10**300): 166! is 9.0e297.
+MAX_FACTORIAL = 166
 MAX_ARGS = 20
 # Trigonometric results closer to zero than this are float noise (sin(pi) is 1.2e-16).
 _TRIG_NOISE = 1e-15

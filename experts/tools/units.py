@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tokenize
 from collections.abc import Sequence
 from types import MappingProxyType
@@ -31,6 +32,7 @@ from types import MappingProxyType
 import anyio
 import anyio.to_thread
 import pint
+import pint.util
 from pint.facets.plain import PlainUnit
 
 from experts.base import Message
@@ -117,9 +119,11 @@ _WORDS = MappingProxyType(
     }
 )
 
-# What pint's parser raises on malformed unit text, besides its own errors.
+# What pint's parser raises on malformed unit text, besides its own errors. It works out
+# the numbers in the text, so "m*0^-1" divides by zero.
 _PARSE_ERRORS = (
     pint.errors.PintError,
+    ArithmeticError,
     AssertionError,
     AttributeError,
     KeyError,
@@ -127,6 +131,15 @@ _PARSE_ERRORS = (
     TypeError,
     ValueError,
     tokenize.TokenError,
+)
+
+# pint evaluates the numbers in a unit's text exactly, as Python does: "m^9^9^9" would be
+# 9**387420489, and "square m⁹⁹⁹⁹⁹⁹⁹⁹⁹⁹⁹⁹" 2**999999999999. Every exponent in what pint is
+# about to read must be a plain number of at most two digits, not raised again.
+_POWER = re.compile(r"\*\*")
+_SMALL_EXPONENT = re.compile(r"\(?+[-+]?+\d{1,2}+(?:\.\d+)?+\)?+(?![\w.(]|\*\*)")
+LARGE_EXPONENT = (
+    "a unit's exponents have at most two digits and are not raised again ('m^2', not 'm^2^3')"
 )
 
 
@@ -333,9 +346,14 @@ def _missing(followup: UnitFollowup) -> str:
 
 
 def _parse_unit(registry: pint.UnitRegistry[float], text: str) -> pint.Unit | None:
-    """The unit `text` names, or None when pint does not know it."""
+    """The unit `text` names, or None when pint does not know it.
+
+    Raises `ToolInputError` when pint would have to work out huge powers to read it.
+    """
     key = " ".join(text.lower().split())
     spellings = [ALIASES[key]] if key in ALIASES else [text, text.lower()]
+    if not _small_exponents(text):
+        raise ToolInputError(f"cannot read the unit {text!r}: {LARGE_EXPONENT}")
     for spelling in spellings:
         try:
             unit: pint.Unit = registry.parse_units(spelling)
@@ -343,6 +361,14 @@ def _parse_unit(registry: pint.UnitRegistry[float], text: str) -> pint.Unit | No
             continue
         return unit
     return None
+
+
+def _small_exponents(text: str) -> bool:
+    """Whether every power in `text`, as pint will read it, has a small plain exponent."""
+    evaluated = "".join(pint.util.string_preprocessor(text).split())
+    return all(
+        _SMALL_EXPONENT.match(evaluated, power.end()) for power in _POWER.finditer(evaluated)
+    )
 
 
 def _dimension(unit: pint.Unit) -> str:
