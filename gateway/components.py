@@ -27,6 +27,8 @@ def build_gateway(config: Config, home: Path) -> Gateway:
         batch_size=config.embedder.batch_size,
         batch_wait_ms=config.embedder.batch_wait_ms,
         cache_size=config.embedder.cache_size,
+        runtime=config.embedder.runtime,
+        onnx_dir=home / "onnx",
     )
     context = BuildContext(cache_dir=home)
     experts = ExpertSet.from_specs(config.experts, context)

@@ -78,25 +78,30 @@ def embedder_name(ref: str) -> str:
 
 def read_jsonl(path: Path) -> list[Labelled]:
     """One `{"text": ..., "label": ...}` per line; blank lines are skipped."""
-    rows: list[Labelled] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror}") from exc
-    for number, line in enumerate(lines, start=1):
+    return parse_jsonl(text, str(path))
+
+
+def parse_jsonl(text: str, name: str) -> list[Labelled]:
+    """`read_jsonl` of a file's text; `name` names it in the errors."""
+    rows: list[Labelled] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+            raise DatasetError(f"{name}:{number}: invalid JSON: {exc.msg}") from exc
         if not isinstance(row, dict) or not all(
             isinstance(row.get(key), str) for key in ("text", "label")
         ):
-            raise DatasetError(f'{path}:{number}: expected {{"text": str, "label": str}}')
+            raise DatasetError(f'{name}:{number}: expected {{"text": str, "label": str}}')
         rows.append(Labelled(row["text"], row["label"]))
     if not rows:
-        raise DatasetError(f"{path}: no rows")
+        raise DatasetError(f"{name}: no rows")
     return rows
 
 
@@ -143,6 +148,8 @@ async def evaluate(
         batch_size=embedder_config.batch_size,
         batch_wait_ms=embedder_config.batch_wait_ms,
         cache_size=0,  # every test request is embedded, as a new request would be
+        runtime=embedder_config.runtime if cache_dir is not None else "torch",
+        onnx_dir=cache_dir / "onnx" if cache_dir is not None else None,
     )
     await embedder.start()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import anyio.to_thread
 import numpy as np
 from numpy.typing import NDArray
+
+from gateway.routing.onnx_encoder import NotExportable, OnnxEncoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -98,12 +101,19 @@ class SentenceTransformerEmbedder:
         batch_size: int = 64,
         batch_wait_ms: float = 2.0,
         cache_size: int = 4096,
+        runtime: str = "torch",
+        onnx_dir: Path | None = None,
     ) -> None:
         self._path = model_path
         self._device = device
         if precision not in ("float32", "int8"):
             raise ValueError(f"precision must be float32 or int8, not {precision!r}")
+        if runtime not in ("auto", "torch", "onnx") or (runtime != "torch" and onnx_dir is None):
+            raise ValueError(f"runtime must be auto, torch or onnx (with onnx_dir): {runtime!r}")
         self._precision = precision
+        self._runtime = runtime
+        self._onnx_dir = onnx_dir
+        self._onnx: OnnxEncoder | None = None
         self._batch_size = batch_size
         self._wait_s = batch_wait_ms / 1000.0
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -143,13 +153,46 @@ class SentenceTransformerEmbedder:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    @property
+    def runtime(self) -> str:
+        """What runs the model once started: `onnx` or `torch`."""
+        return "onnx" if self._onnx is not None else "torch"
+
     async def start(self) -> None:
-        if self._model is None:
-            self._model = await anyio.to_thread.run_sync(self._load)
-            self._dim = int(self._model.get_embedding_dimension() or 0)
+        if self._model is None and self._onnx is None:
+            self._onnx = await anyio.to_thread.run_sync(self._load_onnx)
+            if self._onnx is not None:
+                self._dim = int(self._onnx.encode(["dimension"]).shape[1])
+            else:
+                self._model = await anyio.to_thread.run_sync(self._load)
+                self._dim = int(self._model.get_embedding_dimension() or 0)
         if self._worker is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
+
+    def _load_onnx(self) -> OnnxEncoder | None:
+        """ONNX Runtime for a float32 model on the CPU, when asked for (or `auto` and it can)."""
+        if self._runtime == "torch":
+            return None
+        usable = self._precision == "float32" and self._resolved_device() == "cpu"
+        try:
+            if not usable:
+                raise NotExportable("ONNX Runtime runs the float32 embedder on the CPU only")
+            import torch
+
+            assert self._onnx_dir is not None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's notes on traced operators
+                encoder = OnnxEncoder.load(
+                    self._path, self._onnx_dir, self.identity, torch.get_num_threads()
+                )
+        except (NotExportable, ImportError) as exc:
+            if self._runtime == "onnx":
+                raise EmbedderUnavailable(f"embedder.runtime onnx: {exc}") from exc
+            logger.info("embedder runs on torch", extra={"reason": str(exc)})
+            return None
+        logger.info("embedder loaded", extra={"runtime": "onnx", "precision": "float32"})
+        return encoder
 
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
@@ -159,8 +202,6 @@ class SentenceTransformerEmbedder:
         if precision == "int8":
             if device != "cpu":
                 raise EmbedderUnavailable("embedder.precision int8 runs on the CPU only")
-            import warnings
-
             import torch
 
             # Eager dynamic quantization is deprecated in favour of torchao, which is not a
@@ -269,11 +310,16 @@ class SentenceTransformerEmbedder:
         """
         import torch
 
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        if self._onnx is not None:
+            for start in range(0, len(texts), self._batch_size):
+                rows = order[start : start + self._batch_size]
+                out[rows] = self._onnx.encode([texts[i] for i in rows])
+            return normalise(out)
         model = self._model
         assert model is not None
         prepare = getattr(model, "preprocess", None) or model.tokenize
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self._dim), dtype=np.float32)
         step = 1 if self.precision == "int8" else self._batch_size
         with torch.inference_mode():
             for start in range(0, len(texts), step):

@@ -78,3 +78,61 @@ async def test_int8_embeddings_stay_close_to_float32_and_are_cached_apart() -> N
     assert full.identity != quantized.identity
     with pytest.raises(ValueError, match="precision"):
         SentenceTransformerEmbedder(path, precision="int4")
+
+
+def files_in(folder: Path) -> int:
+    return len(list(folder.iterdir()))
+
+
+async def test_onnx_runtime_gives_torchs_embeddings(tmp_path: Path) -> None:
+    path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
+    torch_run = SentenceTransformerEmbedder(path, cache_size=0)
+    onnx_run = SentenceTransformerEmbedder(path, cache_size=0, runtime="onnx", onnx_dir=tmp_path)
+    texts = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
+             "what is 15% of 80", "x"]  # fmt: skip
+    await torch_run.start()
+    await onnx_run.start()
+    try:
+        assert (torch_run.runtime, onnx_run.runtime) == ("torch", "onnx")
+        assert onnx_run.dim == 384
+        reference = await torch_run.embed(texts)
+        together = await onnx_run.embed(texts)
+        alone = np.concatenate([await onnx_run.embed([text]) for text in texts])
+    finally:
+        await torch_run.aclose()
+        await onnx_run.aclose()
+    np.testing.assert_allclose(together, reference, atol=1e-5)
+    np.testing.assert_allclose(alone, reference, atol=1e-5)
+    assert files_in(tmp_path) == 1  # exported once, then reused
+    again = SentenceTransformerEmbedder(path, runtime="onnx", onnx_dir=tmp_path)
+    await again.start()
+    await again.aclose()
+    assert files_in(tmp_path) == 1
+
+
+async def test_auto_falls_back_to_torch_where_onnx_cannot_run(tmp_path: Path) -> None:
+    path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
+    int8 = SentenceTransformerEmbedder(path, precision="int8", runtime="auto", onnx_dir=tmp_path)
+    await int8.start()
+    await int8.aclose()
+    assert int8.runtime == "torch"
+    forced = SentenceTransformerEmbedder(path, precision="int8", runtime="onnx", onnx_dir=tmp_path)
+    with pytest.raises(EmbedderUnavailable, match="CPU only"):
+        await forced.start()
+    with pytest.raises(ValueError, match="runtime"):
+        SentenceTransformerEmbedder(path, runtime="onnx")  # nowhere to export to
+
+
+def test_only_the_usual_sentence_transformers_shape_is_exported(tmp_path: Path) -> None:
+    from gateway.routing.onnx_encoder import NotExportable, pooling_of
+
+    assert pooling_of(resolve_embedder_path("builtin:all-MiniLM-L6-v2")) == "mean"
+    with pytest.raises(NotExportable):
+        pooling_of(tmp_path)
+    (tmp_path / "modules.json").write_text(
+        '[{"type": "sentence_transformers.models.Transformer", "path": ""},'
+        ' {"type": "sentence_transformers.models.Pooling", "path": "p"},'
+        ' {"type": "sentence_transformers.models.Dense", "path": "d"}]'
+    )
+    with pytest.raises(NotExportable, match="Dense"):
+        pooling_of(tmp_path)
