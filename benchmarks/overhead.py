@@ -19,7 +19,9 @@ Targets, measured in the same run:
 * `taskgate-auto`: `model: auto`, every request embedded and routed (each request's text
   is different, so neither the embedding cache nor the response cache helps);
 * `taskgate-cache`: `model: auto` answered by a semantic cache hit (no upstream call);
-* `taskgate-auto-int8`: `taskgate-auto` with `embedder.precision: int8`.
+* `taskgate-auto-torch`: `taskgate-auto` with `embedder.runtime: torch` (the embedder on
+  eager torch instead of ONNX Runtime, the default before);
+* `taskgate-auto-int8`: `taskgate-auto` with `embedder.precision: int8` (on torch).
 
 taskgate runs with caching off (`Cache-Control: no-cache, no-store`) except for
 `taskgate-cache`, whose request texts differ from the cached one by a word of letters.
@@ -55,16 +57,20 @@ REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CORE, LOAD_CORE = "0", "1"
 CONCURRENCY = (1, 16, 64)
 PROMPT = "tell me a fun fact about the ocean"
-# taskgate's default embedder (float32), and int8 beside it.
-DEFAULT_TARGETS = ("taskgate-fixed", "taskgate-auto", "taskgate-cache")
-INT8_TARGETS = ("taskgate-auto-int8",)
-TARGETS = ("direct", "litellm", *DEFAULT_TARGETS, *INT8_TARGETS)
+# taskgate's default embedder (float32 on ONNX Runtime), and other embedders beside it:
+# (precision, runtime) -> the targets measured on a taskgate process with that embedder.
+EMBEDDERS = {
+    ("float32", "auto"): ("taskgate-fixed", "taskgate-auto", "taskgate-cache"),
+    ("float32", "torch"): ("taskgate-auto-torch",),
+    ("int8", "torch"): ("taskgate-auto-int8",),
+}
+TARGETS = ("direct", "litellm", *itertools.chain(*EMBEDDERS.values()))
 CACHE_SEED_PROMPT = "tell me a fun fact about the ocean please"
 TTFC_REQUESTS = 105
 
 TASKGATE_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
-embedder: {{precision: {precision}}}
+embedder: {{precision: {precision}, runtime: {runtime}}}
 memory: {{backend: local}}
 cache: {{enabled: true, threshold: 0.8}}
 auth: none
@@ -485,10 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                 ) as p:
                     print("litellm", flush=True)
                     results.append(measure("litellm", port, p.pid, model="stub", **common))
-            for precision, names in (("float32", DEFAULT_TARGETS), ("int8", INT8_TARGETS)):
+            for embedder, names in EMBEDDERS.items():
                 wanted = [t for t in args.targets if t in names]
                 if wanted:
-                    results += run_taskgate(args.taskgate, precision, wanted, stub_port, common)
+                    results += run_taskgate(args.taskgate, embedder, wanted, stub_port, common)
 
     print()
     print(table(results))
@@ -513,20 +519,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_taskgate(
     taskgate: str,
-    precision: str,
+    embedder: tuple[str, str],
     wanted: list[str],
     stub_port: int,
     common: dict[str, Any],
 ) -> list[TargetResult]:
-    """One taskgate process (embedder at `precision`) measured for each wanted target."""
+    """One taskgate process (embedder at (precision, runtime)) measured for each target."""
     directory: Path = common["directory"]
     port = free_port()
-    config = directory / f"taskgate-{precision}.yaml"
-    config.write_text(TASKGATE_CONFIG.format(port=port, stub_port=stub_port, precision=precision))
+    precision, runtime = embedder
+    config = directory / f"taskgate-{precision}-{runtime}.yaml"
+    config.write_text(
+        TASKGATE_CONFIG.format(port=port, stub_port=stub_port, precision=precision, runtime=runtime)
+    )
     command = [taskgate, "serve", "--config", str(config)]
     env = environment({"TASKGATE_HOME": str(directory / "home")})
     ready = f"http://127.0.0.1:{port}/readyz"
-    log = directory / f"taskgate-{precision}.log"
+    log = directory / f"taskgate-{precision}-{runtime}.log"
     rows = []
     with started(command, ready, GATEWAY_CORE, env, 180, log) as process:
         for name in wanted:
