@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experts.base import Expert, Health
-from experts.specs import ExpertSpec, FusionSpec, LocalSpec, OpenAISpec, ToolSpec
+from experts.specs import ExpertSpec, FusionSpec, HttpToolSpec, LocalSpec, OpenAISpec, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def build_expert(spec: ExpertSpec, context: BuildContext) -> Expert:
         from experts.openai_compat import OpenAIExpert
 
         return OpenAIExpert(spec)
-    if isinstance(spec, ToolSpec):
+    if isinstance(spec, ToolSpec | HttpToolSpec):
         from experts.tools import ToolExpert
 
         return ToolExpert(spec)

@@ -7,9 +7,22 @@ the gateway.
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import string
+from collections.abc import Iterator
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 RESERVED_NAMES = frozenset({"auto"})
@@ -134,4 +147,166 @@ class FusionSpec(ExpertSpecBase):
         return self
 
 
-ExpertSpec = Annotated[OpenAISpec | ToolSpec | LocalSpec | FusionSpec, Field(discriminator="kind")]
+# `allow_hosts` entries: a host name, `*.` and a domain (its subdomains), or an IP address.
+_LABEL = r"[a-z0-9][a-z0-9-]{0,62}"
+_HOST_PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+# A template field: a name, then only `[key]` lookups (no attributes, no positions).
+_FIELD = re.compile(r"(?P<root>[A-Za-z_]\w*)(?:\[[^\[\]]+\])*")
+# The fields every request template may use besides `extract`'s named groups.
+TEXT_FIELD = "text"
+# The fields only `answer` may use: the parsed JSON answer and its raw text.
+RESPONSE_FIELD, BODY_FIELD = "response", "body"
+
+
+class HttpToolSpec(ExpertSpecBase):
+    """A configured REST endpoint, called with arguments read from the last user message.
+
+    `extract` (a regular expression) is searched for in the message; its named groups and
+    `text` (the whole message) fill the `query` and `json_body` templates (`str.format`
+    syntax, `{city}`), and `answer` is formatted from the endpoint's answer: `{response}` is
+    its parsed JSON (`{response[current][temp_c]}`), `{body}` its text. Only hosts on
+    `allow_hosts` are reached, redirects only on the same host, and never a private,
+    loopback, link-local or otherwise non-public address unless `allow_private` is true.
+    A live API's answers are not cached unless `cache_ttl_s` says so.
+    """
+
+    kind: Literal["http"]
+    url: str = Field(min_length=1)
+    method: Literal["GET", "POST"] = "GET"
+    extract: str | None = None
+    query: dict[str, str] = Field(default_factory=dict)
+    json_body: dict[str, JsonValue] | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    answer: str = "{body}"
+    # Shown when the message does not match `extract`: "name a city, as in 'weather in Oslo'".
+    hint: str | None = None
+    allow_hosts: list[str] = Field(min_length=1)
+    allow_private: bool = False
+    max_response_bytes: int = Field(default=2**20, ge=1, le=64 * 2**20)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # GET this (same rules as `url`) for health checks; without it health calls nothing.
+    health_url: str | None = None
+    cache_ttl_s: float | None = Field(default=0, ge=0)
+    semantic_cache: bool | None = False
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        hosts = [host.strip().lower().rstrip(".") for host in value]
+        for host in hosts:
+            if not (_is_ip(host) or _HOST_PATTERN.fullmatch(host)):
+                raise ValueError(
+                    f"{host!r} is not a host name, '*.' and a domain, or an IP address"
+                )
+        return hosts
+
+    @field_validator("url", "health_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{value!r}: only http and https URLs can be called")
+        if not parts.hostname:
+            raise ValueError(f"{value!r} names no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"{value!r}: put credentials in headers, not in the URL")
+        return value
+
+    @field_validator("extract")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        reserved = {TEXT_FIELD, RESPONSE_FIELD, BODY_FIELD} & set(pattern.groupindex)
+        if reserved:
+            raise ValueError(f"group names {sorted(reserved)} are reserved")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpToolSpec:
+        for url in (self.url, self.health_url):
+            host = urlsplit(url).hostname if url is not None else None
+            if host is not None and not self.allows(host):
+                raise ValueError(f"{url!r}: host {host!r} is not on allow_hosts")
+        if self.json_body is not None and self.method != "POST":
+            raise ValueError("json_body needs method: POST")
+        arguments = {TEXT_FIELD, *self.argument_names()}
+        for template in (*self.query.values(), *_strings(self.json_body)):
+            _check_template(template, arguments, "query and json_body")
+        _check_template(self.answer, arguments | {RESPONSE_FIELD, BODY_FIELD}, "answer")
+        return self
+
+    def argument_names(self) -> list[str]:
+        """The named groups of `extract`, in order."""
+        return [] if self.extract is None else list(re.compile(self.extract).groupindex)
+
+    def allows(self, host: str) -> bool:
+        """Whether `host` is on `allow_hosts` (exactly, or under a `*.` domain)."""
+        host = host.lower().rstrip(".")
+        for pattern in self.allow_hosts:
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]) and not _is_ip(host):
+                    return True
+            elif host == pattern:
+                return True
+        return False
+
+    def answer_fields(self) -> set[str]:
+        """The names `answer` uses (parsing JSON is needed only for `response`)."""
+        return set(_template_roots(self.answer))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _strings(value: JsonValue) -> Iterator[str]:
+    """Every string inside a JSON value (the templates of a JSON body)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _template_roots(template: str) -> Iterator[str]:
+    """The names a `str.format` template uses; ValueError when it uses more than names."""
+    for _, field, spec, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        match = _FIELD.fullmatch(field)
+        if match is None:
+            raise ValueError(
+                f"{{{field}}}: a field is a name, optionally followed by [key] lookups"
+            )
+        if spec and "{" in spec:
+            raise ValueError(f"{{{field}:{spec}}}: a format spec cannot hold fields")
+        yield match.group("root")
+
+
+def _check_template(template: str, known: set[str], where: str) -> None:
+    try:
+        unknown = sorted(set(_template_roots(template)) - known)
+    except ValueError as exc:
+        raise ValueError(f"{where} template {template!r}: {exc}") from exc
+    if unknown:
+        raise ValueError(f"{where} template {template!r} uses {unknown}; known: {sorted(known)}")
+
+
+ExpertSpec = Annotated[
+    OpenAISpec | ToolSpec | HttpToolSpec | LocalSpec | FusionSpec, Field(discriminator="kind")
+]

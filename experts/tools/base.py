@@ -2,8 +2,11 @@
 
 A tool reads the user's text and answers with one line of text. It says "this is not for
 me" by raising `NothingToCompute`, and "this is for me but cannot be done" (division by
-zero, an unknown unit, a number too large) by raising `ToolInputError`. `ToolExpert`
-translates the two into `ExpertDeclined` and `ExpertRejected`.
+zero, an unknown unit, a number too large) by raising `ToolInputError`. A tool that calls a
+service out of process says that the service failed with `ToolUnavailable` (or
+`ToolUnreachable`) and that it did not answer in time with `ToolTimeout`. `ToolExpert`
+translates them into `ExpertDeclined`, `ExpertRejected`, `ExpertUnavailable`,
+`ExpertUnreachable` and `ExpertTimeout`.
 
 A short follow-up turn ("and in feet?", "times 2") means something only with the turns
 before it, so `run` also gets the conversation's earlier messages; `earlier_turns` is how a
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from experts.base import Message
+from experts.base import Health, Message
 
 # Longer messages are not questions for a tool; refusing them up front keeps every
 # regular expression and parser below linear in practice.
@@ -43,6 +46,18 @@ class ToolInputError(ToolError):
     """The text asks this tool for something it cannot do (the client's fault)."""
 
 
+class ToolUnavailable(ToolError):
+    """The service the tool calls failed, or answered unusably (not the client's fault)."""
+
+
+class ToolUnreachable(ToolUnavailable):
+    """The service the tool calls could not be reached at all."""
+
+
+class ToolTimeout(ToolError):
+    """The service the tool calls did not answer in time."""
+
+
 @runtime_checkable
 class Tool(Protocol):
     """A built-in API tool, TaskMatrix-style: a name and one text-in, text-out call.
@@ -64,6 +79,13 @@ class Tool(Protocol):
     async def run(self, text: str, history: Sequence[Message] = ()) -> str: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ProbedTool(Tool, Protocol):
+    """A tool with a health of its own (one calling a service); others are always healthy."""
+
+    async def health(self) -> Health: ...
 
 
 class Deadline:
