@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from experts.specs import HttpToolSpec
@@ -163,3 +165,13 @@ def test_a_post_entry_with_a_json_body_template() -> None:
     (spec,) = parse_config(text, "c.yaml", {"WEATHER_KEY": "k"}).experts
     assert isinstance(spec, HttpToolSpec)
     assert spec.json_body == {"q": "{city}", "raw": "{text}", "n": 3, "tags": ["{city}"]}
+
+
+def test_the_readme_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("### Calling a REST API: `kind: http`", 1)[1]
+    entry = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config("auth: none\nexperts:\n" + entry, "README.md", {"WEATHER_API_KEY": "k"})
+    (spec,) = config.experts
+    assert isinstance(spec, HttpToolSpec) and spec.argument_names() == ["city"]
+    assert spec.allows("api.weather.example")
