@@ -8,9 +8,12 @@ taskgate_router_score, taskgate_router_margin   the best score and its lead
 taskgate_cache_hits_total{kind}                 exact | semantic
 taskgate_expert_errors_total{expert,kind}       timeout | unavailable | rejected | declined | busy
 taskgate_expert_healthy{expert}                 1 healthy, 0 not (from the probes)
+taskgate_event_loop_tasks                       asyncio tasks alive (a leak shows as growth)
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -59,9 +62,22 @@ class Metrics:
             "taskgate_expert_healthy", "1 when the expert's last probe passed", ["expert"],
             registry=r,
         )  # fmt: skip
+        self.tasks = Gauge(
+            "taskgate_event_loop_tasks", "asyncio tasks alive in the serving event loop",
+            registry=r,
+        )  # fmt: skip
+        self.tasks.set_function(_tasks_alive)
 
     def expert_error(self, expert: str, kind: str) -> None:
         self.expert_errors.labels(expert, kind).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _tasks_alive() -> float:
+    """Tasks of the running event loop (read when /metrics is scraped, inside the loop)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no running loop: exposition outside the server
+        return 0.0
