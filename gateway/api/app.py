@@ -25,7 +25,7 @@ from gateway.access.gate import Access, build_access
 from gateway.api.admin import ConfigSource, reload_config
 from gateway.api.admin import router as admin_router
 from gateway.api.memory import router as memory_router
-from gateway.api.middleware import BodyLimit, RequestIds
+from gateway.api.middleware import BodyLimit, CancelOnDisconnect, RequestIds
 from gateway.api.openai import router
 from gateway.api.reloading import on_sighup, watch
 from gateway.api.sse import error_body
@@ -89,6 +89,7 @@ def build_app(
     app.include_router(admin_router)
     _install_error_handlers(app)
 
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestIds)
     return app

@@ -1,14 +1,18 @@
-"""Pure ASGI middleware: request ids and the request body limit."""
+"""Pure ASGI middleware: request ids, the request body limit, and clients that leave."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import new_request_id
 from gateway.errors import PayloadTooLarge
+
+logger = logging.getLogger(__name__)
 
 
 class RequestIds:
@@ -94,3 +98,61 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class CancelOnDisconnect:
+    """Cancel a request whose client goes away before its response starts.
+
+    Without this a handler runs on for nobody: a non-streamed chat answer is drained from
+    its expert to the end (an upstream model generating every token), and a request
+    waiting for its first token waits out the expert's timeout. Cancelled, the handler
+    closes the expert's stream on its way out, and with it the upstream request. Once the
+    response has started, the response watches the client itself (a stream stops at its
+    next write); this watch stops there, so only one reader ever waits on `receive`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        serving = asyncio.current_task()
+        if scope["type"] != "http" or serving is None:
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        responding = gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await body_read.wait()  # the app reads the body; after it, only a disconnect
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not responding:
+                gone = True
+                serving.cancel()
+
+        async def receive_body() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async def send_watched(message: Message) -> None:
+            nonlocal responding
+            if message["type"] == "http.response.start":
+                responding = True
+                watcher.cancel()
+            await send(message)
+
+        watcher = asyncio.create_task(watch(), name="watch-disconnect")
+        try:
+            await self.app(scope, receive_body, send_watched)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            request_id = scope.get("state", {}).get("request_id")
+            logger.info("client went away; request cancelled", extra={"request_id": request_id})
+        finally:
+            watcher.cancel()
+            if gone:  # the cancellation was ours: the task goes on (uvicorn ends the request)
+                serving.uncancel()
