@@ -2,7 +2,10 @@
 
 Values are JSON strings with a Redis TTL. When Redis cannot be reached the memory keeps
 working in process (a reply that returns to the same replica still resolves) and reads
-fall back to what this process wrote; nothing raises to the request path.
+fall back to what this process wrote; nothing raises to the request path. Clarifications
+and turns are also kept in process while Redis is well (a pending question survives an
+outage that starts after it was asked); completion records, one per answer, only when
+Redis did not take them.
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ class RedisConversationMemory:
             )
             return None
 
-    async def _put(self, kind: str, tenant: str, key: str, value: str, ttl_s: float) -> None:
+    async def _put(self, kind: str, tenant: str, key: str, value: str, ttl_s: float) -> bool:
+        """Whether Redis took the value."""
         ttl_ms = max(int(ttl_s * 1000), 1)
-        await self._call(kind, self._client.set(self._key(kind, tenant, key), value, px=ttl_ms))
+        key = self._key(kind, tenant, key)
+        return bool(await self._call(kind, self._client.set(key, value, px=ttl_ms)))
 
     async def _get(self, kind: str, tenant: str, key: str) -> str | None:
         raw = await self._call(kind, self._client.get(self._key(kind, tenant, key)))
@@ -94,8 +99,12 @@ class RedisConversationMemory:
         return remote if remote is not None else await self._local.get_turn(tenant, key)
 
     async def put_completion(self, record: CompletionRecord, ttl_s: float) -> None:
-        await self._local.put_completion(record, ttl_s)
-        await self._put("completion", record.tenant, record.id, json.dumps(asdict(record)), ttl_s)
+        """In Redis; in process only when Redis did not take it. Every answer leaves one (with
+        its text), so keeping a local copy of each would grow the process by up to
+        `max_entries` answers for nothing while Redis is well."""
+        value = json.dumps(asdict(record))
+        if not await self._put("completion", record.tenant, record.id, value, ttl_s):
+            await self._local.put_completion(record, ttl_s)
 
     async def get_completion(self, tenant: str, completion_id: str) -> CompletionRecord | None:
         raw = await self._get("completion", tenant, completion_id)
