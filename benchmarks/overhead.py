@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stub_upstream import GATEWAY_EXPERTS
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CORE, LOAD_CORE = "0", "1"
 CONCURRENCY = (1, 16, 64)
@@ -68,26 +70,16 @@ TARGETS = ("direct", "litellm", *itertools.chain(*EMBEDDERS.values()))
 CACHE_SEED_PROMPT = "tell me a fun fact about the ocean please"
 TTFC_REQUESTS = 105
 
-TASKGATE_CONFIG = """
+TASKGATE_CONFIG = (
+    """
 server: {{host: 127.0.0.1, port: {port}}}
 embedder: {{precision: {precision}, runtime: {runtime}}}
 memory: {{backend: local}}
 cache: {{enabled: true, threshold: 0.8}}
 auth: none
-experts:
-  - name: stub
-    kind: openai
-    base_url: http://127.0.0.1:{stub_port}/v1
-    model: stub
-    description: general conversation, facts, writing and explanations
-    examples: [tell me a joke, write a haiku about autumn, what is the capital of France,
-               tell me a fun fact about animals, explain how rainbows form]
-  - name: calculator
-    kind: tool
-    tool: calculator
-    description: arithmetic with numbers
-    examples: [what is 15% of 80, compute 3.5 * (12 - 4), what is 2 to the power of 10]
 """
+    + GATEWAY_EXPERTS
+)
 
 LITELLM_CONFIG = """
 model_list:

@@ -47,6 +47,8 @@ from redis.asyncio import Redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stub_upstream import GATEWAY_EXPERTS  # noqa: E402  (this folder is on sys.path)
+
 from tests.support.gateway import GatewayProcess  # noqa: E402
 from tests.support.procs import free_port, start_process  # noqa: E402
 from tests.support.redis import RedisServer, plain_redis  # noqa: E402
@@ -54,24 +56,14 @@ from tests.support.redis import RedisServer, plain_redis  # noqa: E402
 RSS_GROWTH_TARGET = 0.10
 REQUEST_TIMEOUT_S = 30.0
 CACHED_TEXTS = 16
-CONFIG = """
+CONFIG = (
+    """
 auth: none
 memory: {{backend: redis, url: "{redis_url}"}}
 cache: {{enabled: true}}
-experts:
-  - name: stub
-    kind: openai
-    base_url: http://127.0.0.1:{stub_port}/v1
-    model: stub
-    description: general conversation, facts, writing and explanations
-    examples: [tell me a joke, write a haiku about autumn, what is the capital of France,
-               tell me a fun fact about animals, explain how rainbows form]
-  - name: calculator
-    kind: tool
-    tool: calculator
-    description: arithmetic with numbers
-    examples: [what is 15% of 80, compute 3.5 * (12 - 4), what is 2 to the power of 10]
 """
+    + GATEWAY_EXPERTS
+)
 TASKS = re.compile(r"^taskgate_event_loop_tasks (\S+)$", re.MULTILINE)
 CACHE_HITS = re.compile(r"^taskgate_cache_hits_total\{[^}]*\} (\S+)$", re.MULTILINE)
 

@@ -21,6 +21,25 @@ CHUNKS = 20
 WORDS = [f"word{i} " for i in range(CHUNKS)]
 
 
+# The experts a gateway benchmarked in front of this stub registers (YAML, `{stub_port}`
+# to fill in): the stub, and a calculator so that routing has a choice to make.
+GATEWAY_EXPERTS = """\
+experts:
+  - name: stub
+    kind: openai
+    base_url: http://127.0.0.1:{stub_port}/v1
+    model: stub
+    description: general conversation, facts, writing and explanations
+    examples: [tell me a joke, write a haiku about autumn, what is the capital of France,
+               tell me a fun fact about animals, explain how rainbows form]
+  - name: calculator
+    kind: tool
+    tool: calculator
+    description: arithmetic with numbers
+    examples: [what is 15% of 80, compute 3.5 * (12 - 4), what is 2 to the power of 10]
+"""
+
+
 def _response(status: str, body: bytes, content_type: str = "application/json") -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\n"

@@ -9,6 +9,7 @@ from gateway.access.gate import KeyRing
 from gateway.access.keys import hash_token, key_id, new_key, verify
 from gateway.access.keystore import KeyFileError, read_key_file, write_key_file
 from gateway.config import AuthConfig
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -58,20 +59,12 @@ def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
         read_key_file(path)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_keyring_sees_file_changes_after_recheck(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     first, second = new_key("acme"), new_key("globex")
     write_key_file(path, [first.record])
     auth = AuthConfig(keys_file=str(path), recheck_s=5)
-    clock = Clock()
+    clock = Clock(100.0)
     ring = KeyRing(None, clock)
     assert await ring.find(auth, first.token) == first.record
     write_key_file(path, [second.record])  # first revoked, second added

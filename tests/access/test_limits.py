@@ -3,16 +3,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.access.limits import WINDOW_S, LocalLimiter
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_requests_beyond_the_limit_wait_for_the_window() -> None:

@@ -10,16 +10,9 @@ from gateway.access.keys import new_key
 from gateway.access.keystore import RedisKeys
 from gateway.access.limits import WINDOW_S, RedisLimiter
 from gateway.config import AuthConfig
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_keys_are_added_listed_found_and_revoked(redis: Redis) -> None:
