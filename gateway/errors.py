@@ -71,6 +71,14 @@ class ExpertBusy(GatewayError):
     default_code = "expert_busy"
 
 
+class EvaluationRunning(GatewayError):
+    """An evaluation is already running on this gateway; they run one at a time."""
+
+    status = 429
+    type = "rate_limit_error"
+    default_code = "evaluation_running"
+
+
 class RateLimited(GatewayError):
     """The API key spent its requests or tokens for this minute."""
 

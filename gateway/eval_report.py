@@ -84,3 +84,26 @@ def plot(result: EvalResult, out: Path, title: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
+
+
+def result_json(result: EvalResult, curve_points: int = 101) -> dict[str, object]:
+    """The metrics with what a page needs to draw `plot`'s two panels: the most confused
+    routes and the threshold sweep."""
+    thresholds, accuracy, recall = threshold_curve(result.outcomes, result.margin, curve_points)
+    has_oos = result.metrics["oos_recall"] is not None
+    return {
+        "object": "evaluation",
+        "summary": describe(result),
+        "metrics": result.metrics,
+        "threshold": round(result.threshold, 6),
+        "margin": round(result.margin, 6),
+        "confusions": [
+            {"label": truth, "routed": got, "count": count}
+            for truth, got, count in confusions(result.outcomes, top=15)
+        ],
+        "curve": {
+            "threshold": [round(t, 4) for t in thresholds],
+            "in_scope_accuracy": [round(a, 4) for a in accuracy],
+            "oos_recall": [round(r, 4) for r in recall] if has_oos else None,
+        },
+    }

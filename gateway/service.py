@@ -19,6 +19,7 @@ from opentelemetry.trace import Span
 from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, Sampling, Usage
 from experts.registry import ExpertSet
 from experts.specs import ExpertSpec
+from gateway.activity import Activity, LoggedRequest
 from gateway.config import Config
 from gateway.errors import (
     ExpertBusy,
@@ -28,6 +29,7 @@ from gateway.errors import (
     RoutingUnavailable,
 )
 from gateway.health import Busy
+from gateway.inspection import ExpertReport, expert_reports, explain_route
 from gateway.learning import Feedback, Learning
 from gateway.memory.bundle import Memory
 from gateway.memory.cache import CacheRequest, cache_request
@@ -37,6 +39,7 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
 from gateway.routing.conversation import Routed
 from gateway.routing.embedder import Embedder, EmbedderUnavailable
+from gateway.routing.explain import Explanation
 from gateway.routing.router import Candidate, Clarify, Dispatch
 from gateway.runtime import ExpertFactory, Runtime, build_runtime, check_reloadable, retire
 from gateway.streams import (
@@ -82,16 +85,6 @@ class _CachePlan:
         return replace(self, request=replace(self.request, vector=vector))
 
 
-@dataclass(frozen=True, slots=True)
-class ExpertReport:
-    name: str
-    kind: str
-    healthy: bool
-    detail: str
-    examples: int
-    exemplars: int
-
-
 class Gateway:
     def __init__(
         self,
@@ -106,6 +99,8 @@ class Gateway:
     ) -> None:
         self._config = config
         self.metrics = metrics if metrics is not None else Metrics()
+        # Recent per-expert activity, cache hit counts and request logs, for operators.
+        self.activity = Activity()
         self._embedder = embedder
         self._experts = experts
         self._memory = memory
@@ -172,6 +167,10 @@ class Gateway:
     def config(self) -> Config:
         return self._config
 
+    @property
+    def cache_dir(self) -> Path | None:
+        return self._cache_dir
+
     def memory_status(self) -> StoreStatus:
         return self._memory.status()
 
@@ -220,6 +219,7 @@ class Gateway:
         routed = await self._route(runtime, call, remember=True)
         route = route_info(routed)
         self._observe_route(call, route, time.perf_counter() - started)
+        self.activity.log(call.tenant, LoggedRequest.of(reply_id, routed.routing_text, route))
         # 5. Clarify: answer with the question; no expert is called.
         if isinstance(routed.decision, Clarify):
             deltas = lease.guard(single(routed.decision.question))
@@ -246,6 +246,7 @@ class Gateway:
                 plan = plan.with_vector(looked_up)
             semantic = semantic and plan.request.vector is not None
             cached = await self._memory.cache.lookup(plan.request, semantic=semantic)
+            self.activity.cache_lookup(cached.kind if cached is not None else None)
         if cached is not None:
             self.metrics.cache_hits.labels(cached.kind).inc()
             deltas = replay(cached.content, cached.finish_reason, usage_from(cached.usage))
@@ -289,6 +290,22 @@ class Gateway:
     async def route(self, call: ChatCall) -> RouteInfo:
         """The routing decision alone: no expert is called and nothing is remembered."""
         return route_info(await self._route(self._current(), call, remember=False))
+
+    async def explain_route(self, call: ChatCall) -> tuple[RouteInfo, Explanation]:
+        """`route`, with the policy applied and the exemplars that supported the decision."""
+        runtime = self._current()
+        routed = await self._route(runtime, call, remember=False)
+        route = route_info(routed)
+        vector = routed.vector
+        if vector is None:  # an explicit expert or a resolved clarification
+            try:
+                vector = (await self._embedder.embed([routed.routing_text]))[0]
+            except EmbedderUnavailable as exc:
+                raise RoutingUnavailable(f"routing is unavailable ({exc})") from exc
+        explanation = await explain_route(
+            runtime, self._memory.exemplars, route, vector, call.tenant
+        )
+        return route, explanation
 
     async def _route(self, runtime: Runtime, call: ChatCall, *, remember: bool) -> Routed:
         if call.model != AUTO:
@@ -352,6 +369,7 @@ class Gateway:
         finally:
             await close_stream(deltas)
         self.metrics.total.labels(expert).observe(time.perf_counter() - started)
+        self.activity.answered(expert, time.perf_counter() - started)
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
         answer = "".join(parts)
@@ -376,6 +394,8 @@ class Gateway:
 
     def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
         self.metrics.requests.labels(route.expert or "", route.action).inc()
+        if route.expert is not None:
+            self.activity.routed(route.expert)
         if call.model == AUTO:
             self.metrics.routing.observe(seconds)
             if route.score is not None and route.margin is not None:
@@ -406,22 +426,8 @@ class Gateway:
         return [(spec.name, spec.kind, spec.description) for spec in self._config.experts]
 
     async def expert_reports(self) -> list[ExpertReport]:
-        """Each expert's kind, health, and its config examples and learned exemplars."""
-        runtime = self._current()
-        reports = []
-        for spec in runtime.config.experts:
-            health = runtime.health.state(spec.name)
-            learned = await self._memory.exemplars.count(expert=spec.name)
-            report = ExpertReport(
-                name=spec.name,
-                kind=spec.kind,
-                healthy=health.healthy,
-                detail=health.detail,
-                examples=len(spec.examples),
-                exemplars=learned,
-            )
-            reports.append(report)
-        return reports
+        """Each expert's kind, health, examples, exemplars, requests and recent latency."""
+        return await expert_reports(self._current(), self._memory.exemplars, self.activity)
 
 
 # ---------------------------------------------------------------------------------------

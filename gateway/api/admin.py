@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.auth import RequestContext, admin_context
@@ -47,16 +47,37 @@ async def reload(request: Request, context: Admin) -> JSONResponse:
 
 @router.get("/admin/experts")
 async def experts(request: Request, context: Admin) -> JSONResponse:
+    """Each expert: kind, health, config examples and learned exemplars, and what this
+    process saw: requests routed to it and the latency of its recent answers."""
     reports = await _gateway(request).expert_reports()
+    return JSONResponse({"object": "list", "data": [r.to_json() for r in reports]})
+
+
+@router.get("/admin/requests")
+async def requests(
+    request: Request, context: Admin, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> JSONResponse:
+    """The caller's tenant's latest requests (this process, newest first): the text routed,
+    and the decision; promote one with `POST /v1/exemplars`."""
+    logged = _gateway(request).activity.recent_requests(context.tenant, limit)
     data = [
         {
-            "name": r.name,
-            "kind": r.kind,
-            "healthy": r.healthy,
-            "detail": r.detail,
-            "examples": r.examples,
-            "exemplars": r.exemplars,
+            "id": r.id,
+            "created": r.created,
+            "text": r.text,
+            "action": r.action,
+            "expert": r.expert,
+            "score": r.score,
+            "reason": r.reason,
         }
-        for r in reports
+        for r in logged
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/admin/cache")
+async def cache(request: Request, context: Admin) -> JSONResponse:
+    """Response cache lookups and hits in this process since it started."""
+    seen = _gateway(request).activity.cache()
+    hits = {"exact": seen.exact, "semantic": seen.semantic}
+    return JSONResponse({"lookups": seen.lookups, "hits": hits, "hit_rate": seen.hit_rate})

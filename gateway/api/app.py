@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.access.gate import Access, build_access
 from gateway.api.admin import ConfigSource, reload_config
 from gateway.api.admin import router as admin_router
+from gateway.api.console import console_router
+from gateway.api.evaluate import router as eval_router
 from gateway.api.memory import router as memory_router
 from gateway.api.middleware import BodyLimit, CancelOnDisconnect, RequestIds
 from gateway.api.openai import router
@@ -32,6 +34,7 @@ from gateway.api.sse import error_body
 from gateway.components import build_gateway, redis_client
 from gateway.config import Config, NoAuth, load_config, with_redis_url
 from gateway.errors import GatewayError
+from gateway.eval_jobs import Evaluations
 from gateway.service import Gateway
 from gateway.settings import Settings
 from gateway.tracing import setup_tracing
@@ -84,9 +87,12 @@ def build_app(
     app.state.startup_error = None
     app.state.config_source = config_source
     app.state.access = access or build_access(gateway.config, None)
+    app.state.evaluations = Evaluations(gateway.cache_dir)
     app.include_router(router)
     app.include_router(memory_router)
     app.include_router(admin_router)
+    app.include_router(eval_router)
+    app.include_router(console_router())
     _install_error_handlers(app)
 
     app.add_middleware(CancelOnDisconnect)

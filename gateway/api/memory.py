@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api.auth import RequestContext, admin_context, request_context
+from gateway.api.auth import RequestContext, access, admin_context, request_context
 from gateway.api.documented import ERRORS
 from gateway.api.schemas import ExemplarIn, FeedbackRequest
 from gateway.learning import exemplar_json
@@ -54,8 +54,33 @@ async def list_exemplars(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JSONResponse:
-    found = await _gateway(request).exemplars(context.tenant, expert, source, limit, offset)
+    """The tenant's learned exemplars; `source=config` lists the configured examples instead
+    (read-only, shared by every tenant; admin keys only)."""
+    gateway = _gateway(request)
+    if source == "config":
+        access(request).require_admin(context.principal)
+        examples = [
+            _config_example(spec.name, i, text)
+            for spec in gateway.config.experts
+            if expert is None or spec.name == expert
+            for i, text in enumerate(spec.examples)
+        ]
+        return JSONResponse({"object": "list", "data": examples[offset : offset + limit]})
+    found = await gateway.exemplars(context.tenant, expert, source, limit, offset)
     return JSONResponse({"object": "list", "data": [exemplar_json(e) for e in found]})
+
+
+def _config_example(expert: str, index: int, text: str) -> dict[str, object]:
+    return {
+        "id": f"config:{expert}:{index}",
+        "tenant": None,
+        "expert": expert,
+        "text": text,
+        "response": None,
+        "source": "config",
+        "created": None,
+        "good": True,
+    }
 
 
 @router.delete("/v1/exemplars/{exemplar_id}", status_code=204)

@@ -52,10 +52,17 @@ async def chat_completions(
 
 @router.post("/v1/route")
 async def route(body: RouteRequest, request: Request, context: Context) -> JSONResponse:
+    """The routing decision; with `explain: true` (admin keys) also the threshold and
+    margin applied and the exemplars nearest the request, in `route.explain`."""
     gateway = _gateway(request)
     call = within_caps(body.to_call(context.tenant, context.request_id), gateway.config.server)
-    info = await gateway.route(call)
-    return JSONResponse({"route": info.to_json()}, headers=route_headers(info))
+    if not body.explain:
+        info = await gateway.route(call)
+        return JSONResponse({"route": info.to_json()}, headers=route_headers(info))
+    access(request).require_admin(context.principal)  # config examples are operator data
+    info, explanation = await gateway.explain_route(call)
+    data = {**info.to_json(), "explain": explanation.to_json()}
+    return JSONResponse({"route": data}, headers=route_headers(info))
 
 
 @router.get("/v1/models")

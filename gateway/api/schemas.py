@@ -115,6 +115,8 @@ class RouteRequest(BaseModel):
     model: str = Field(default=AUTO, min_length=1)
     messages: list[ChatMessageIn] | None = Field(default=None, min_length=1)
     input: str | None = Field(default=None, min_length=1)
+    # Also the policy applied and the exemplars behind the decision (admin keys only).
+    explain: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> RouteRequest:

@@ -126,7 +126,7 @@ class RouterBuilder:
             grouped[name] = vectors[start : start + len(texts[name])]
             start += len(texts[name])
         profile_vectors = {name: vectors[start + i] for i, name in enumerate(names)}
-        index = ExemplarIndex(grouped, self._embedder.dim)
+        index = ExemplarIndex(grouped, self._embedder.dim, texts)
         counts = {name: len(spec.examples.get(name, ())) for name in names}
         self.last_fit = None
         if not head_wanted(spec.head, counts):

@@ -81,9 +81,17 @@ class RouterPolicy:
 
 
 class ExemplarIndex:
-    """Exemplar vectors grouped by expert, scored in one matrix product."""
+    """Exemplar vectors grouped by expert, scored in one matrix product.
 
-    def __init__(self, vectors: Mapping[str, NDArray[np.float32]], dim: int) -> None:
+    `texts` (optional) are the exemplars' texts in the same order, for `nearest`.
+    """
+
+    def __init__(
+        self,
+        vectors: Mapping[str, NDArray[np.float32]],
+        dim: int,
+        texts: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.experts: tuple[str, ...] = tuple(vectors)
         blocks = [
             np.asarray(vectors[name], dtype=np.float32).reshape(-1, dim) for name in self.experts
@@ -93,6 +101,22 @@ class ExemplarIndex:
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
         self._positions = {name: i for i, name in enumerate(self.experts)}
         self.dim = dim
+        self._texts = {name: tuple((texts or {}).get(name, ())) for name in self.experts}
+
+    def nearest(self, vector: Vector, expert: str, k: int) -> list[tuple[str, float]]:
+        """The `k` exemplars of `expert` most similar to `vector`: (text, similarity), best
+        first; only exemplars whose text the index was given."""
+        i = self._positions.get(expert)
+        if i is None or k <= 0:
+            return []
+        start, count = int(self._starts[i]), int(self._counts[i])
+        texts = self._texts[expert]
+        if count == 0 or len(texts) != count:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(self.dim)
+        sims = self._matrix[start : start + count] @ query
+        order = np.argsort(-sims, kind="stable")[:k]
+        return [(texts[j], round(float(sims[j]), 6)) for j in order]
 
     def count(self, expert: str) -> int:
         return int(self._counts[self.experts.index(expert)])
@@ -293,5 +317,5 @@ async def build_router(
         grouped[name] = vectors[start : start + len(texts[name])]
         start += len(texts[name])
     profile_vectors = {name: vectors[start + i] for i, name in enumerate(names)}
-    index = ExemplarIndex(grouped, embedder.dim)
+    index = ExemplarIndex(grouped, embedder.dim, texts)
     return Router(index, policy, profiles, profile_vectors)
