@@ -77,6 +77,9 @@ embedder: {{precision: {precision}, runtime: {runtime}}}
 memory: {{backend: local}}
 cache: {{enabled: true, threshold: 0.8}}
 auth: none
+# The benchmark's texts (a prompt and a nonsense word) score about 0.4 against the stub's
+# examples: low enough to be clarified at the default threshold, so it is set below.
+router: {{threshold: 0.3, margin: 0.04}}
 """
     + GATEWAY_EXPERTS
 )
@@ -539,8 +542,28 @@ def run_taskgate(
             else:
                 seed_cache(port)
                 options = {"model": "auto", "no_cache": False, "prompt": CACHE_SEED_PROMPT}
+            check_route(port, name, options)
             rows.append(measure(name, port, process.pid, **{**common, **options}))
     return rows
+
+
+def check_route(port: int, name: str, options: dict[str, Any]) -> None:
+    """The target measures what it says: dispatched to the stub (never a clarification),
+    and for `taskgate-cache`, answered from the cache."""
+    text = f"{options.get('prompt', PROMPT)} {letters(999_999_999)}"
+    body = {"model": options["model"], "max_tokens": 32,
+            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+    headers = {"content-type": "application/json"}
+    if options["no_cache"]:
+        headers["cache-control"] = "no-cache, no-store"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(), headers
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        route = json.loads(response.read())["route"]
+    wanted_cache = "semantic" if name == "taskgate-cache" else None
+    if route["expert"] != "stub" or route["action"] == "clarify" or route["cached"] != wanted_cache:
+        raise RuntimeError(f"{name} would not measure its path: route {route}")
 
 
 def seed_cache(port: int) -> None:

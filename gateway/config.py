@@ -8,8 +8,7 @@ caller hands in the variables to interpolate (only `gateway.settings` reads the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +25,9 @@ from pydantic import (
 )
 
 from experts.specs import ExpertSpec
+from gateway.config_errors import ConfigError as ConfigError
+from gateway.config_errors import ConfigIssue as ConfigIssue
+from gateway.config_errors import Loc, issue_at, issues_from
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
 
@@ -305,33 +307,10 @@ class Config(_Section):
 
 
 # ---------------------------------------------------------------------------------------
-# Errors that say where.
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    path: str  # dotted, e.g. "experts.1.base_url"; "" for the whole document
-    message: str
-    line: int | None = None  # 1-based
-
-    def render(self, source: str) -> str:
-        where = f"{source}:{self.line}" if self.line is not None else source
-        field = f" {self.path}:" if self.path else ""
-        return f"{where}:{field} {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
-        self.source = source
-        self.issues = tuple(issues)
-        super().__init__("\n".join(issue.render(source) for issue in self.issues))
-
-
-# ---------------------------------------------------------------------------------------
 # Loading.
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_Loc = tuple[str | int, ...]
+_Loc = Loc
 
 
 def with_redis_url(config: Config, url: str | None) -> Config:
@@ -394,7 +373,7 @@ def _parse(text: str, source: str, env: Mapping[str, str]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _issues_from(exc, root)) from exc
+        raise ConfigError(source, issues_from(exc, root)) from exc
 
 
 def _interpolate(
@@ -425,75 +404,7 @@ def _interpolate(
             return env[name]
         if default is not None:
             return default
-        issues.append(
-            ConfigIssue(_dotted(loc), f"environment variable {name} is not set", _line(root, loc))
-        )
+        issues.append(issue_at(root, loc, f"environment variable {name} is not set"))
         return ""
 
     return _ENV_PATTERN.sub(substitute, value)
-
-
-def _issues_from(exc: ValidationError, root: yaml.Node) -> list[ConfigIssue]:
-    issues = []
-    for error in exc.errors(include_url=False):
-        loc = _strip_union_tags(tuple(error["loc"]), root)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "union_tag_invalid":
-            message = f"unknown kind; expected one of {error['ctx']['expected_tags']}"
-        elif error["type"] == "union_tag_not_found":
-            message = "missing 'kind'"
-        issues.append(ConfigIssue(_dotted(loc), message, _line(root, loc)))
-    return issues
-
-
-_AUTH_MODES = ("keys", "none")
-
-
-def _strip_union_tags(loc: _Loc, root: yaml.Node) -> _Loc:
-    """Drop the discriminator values pydantic puts in error paths (experts.1.openai.x).
-
-    The tag follows the position of the union, so it is dropped where the mapping at that
-    position has a `kind` equal to it (even when a field has the same name, as `tool` does).
-    """
-    out: list[str | int] = []
-    node: yaml.Node | None = root
-    tagged: yaml.Node | None = None
-    if loc[:1] == ("auth",) and loc[1:2] and loc[1] in _AUTH_MODES:
-        loc = loc[:1] + loc[2:]  # auth's own union (keys | none)
-    for part in loc:
-        kind = _child(node, "kind") if node is not None else None
-        if node is not tagged and isinstance(kind, yaml.ScalarNode) and kind.value == part:
-            tagged = node
-            continue
-        out.append(part)
-        node = _child(node, part) if node is not None else None
-    return tuple(out)
-
-
-def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                found: yaml.Node = value
-                return found
-    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-        items: list[yaml.Node] = node.value
-        return items[part] if 0 <= part < len(items) else None
-    return None
-
-
-def _line(root: yaml.Node, loc: _Loc) -> int | None:
-    """The line of the deepest node on `loc` that exists in the document."""
-    node = root
-    for part in loc:
-        child = _child(node, part)
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
-
-
-def _dotted(loc: _Loc) -> str:
-    return ".".join(str(part) for part in loc)

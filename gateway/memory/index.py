@@ -204,25 +204,51 @@ class VectorIndex:
         """At most k hits by dot product (cosine for unit vectors), best first."""
         if k <= 0 or self._dim is None:
             return []
-        query = self.query_vector(vector)
-        now = self._clock()
+        query, now = self.query_vector(vector), self._clock()
         with self._lock.read():
-            code = None if expert is None else self._codes.get(expert)
-            if expert is not None and code is None:
-                return []
-            tenants = list(self._segments) if tenant is None else [tenant]
-            found: list[tuple[float, str]] = []
-            for name in tenants:
-                segment = self._segments.get(name)
-                if segment is None:
-                    continue
-                rows, scores = segment.top(query, k, now, code, good_only)
-                found.extend(
-                    (float(score), segment.ids[row])
-                    for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
-                )
-            best = heapq.nsmallest(k, found, key=lambda pair: -pair[0])
-            return [Hit(self._exemplar(self._records[i]), score) for score, i in best]
+            return self._search(query, k, expert, tenant, good_only, now)
+
+    def search_now(
+        self,
+        vector: Vector,
+        k: int,
+        *,
+        expert: str | None = None,
+        tenant: str | None = None,
+        good_only: bool = False,
+    ) -> list[Hit] | None:
+        """`search` without waiting: None while a writer holds or waits for the index."""
+        if k <= 0 or self._dim is None:
+            return []
+        query, now = self.query_vector(vector), self._clock()
+        with self._lock.read_now() as held:
+            return self._search(query, k, expert, tenant, good_only, now) if held else None
+
+    def _search(
+        self,
+        query: Vector,
+        k: int,
+        expert: str | None,
+        tenant: str | None,
+        good_only: bool,
+        now: float,
+    ) -> list[Hit]:
+        code = None if expert is None else self._codes.get(expert)
+        if expert is not None and code is None:
+            return []
+        tenants = list(self._segments) if tenant is None else [tenant]
+        found: list[tuple[float, str]] = []
+        for name in tenants:
+            segment = self._segments.get(name)
+            if segment is None:
+                continue
+            rows, scores = segment.top(query, k, now, code, good_only)
+            found.extend(
+                (float(score), segment.ids[row])
+                for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+            )
+        best = heapq.nsmallest(k, found, key=lambda pair: -pair[0])
+        return [Hit(self._exemplar(self._records[i]), score) for score, i in best]
 
     def query_vector(self, vector: Vector) -> Vector:
         """`vector` as float32; ValueError unless it has this index's dimension (if known)."""

@@ -31,6 +31,23 @@ class RWLock:
                     self._cond.notify_all()
 
     @contextmanager
+    def read_now(self) -> Iterator[bool]:
+        """Like `read`, but never waits: True while it holds the lock; False (holding
+        nothing) when a writer holds it or waits for it."""
+        with self._cond:
+            free = not (self._writer or self._writers_waiting)
+            if free:
+                self._readers += 1
+        try:
+            yield free
+        finally:
+            if free:
+                with self._cond:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1

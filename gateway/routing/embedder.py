@@ -245,11 +245,14 @@ class SentenceTransformerEmbedder:
             for text, row in zip(missing, await future, strict=True):
                 rows[text] = row
                 self._remember(text, row)
+        if len(texts) == 1:  # a routed request: no copy
+            return rows[texts[0]][np.newaxis]
         return np.stack([rows[text] for text in texts])
 
     def _remember(self, text: str, row: Vectors) -> None:
         if self._cache_size <= 0:
             return
+        row.flags.writeable = False  # handed out without copying: nobody may change it
         self._cache[text] = row
         self._cache.move_to_end(text)
         while len(self._cache) > self._cache_size:

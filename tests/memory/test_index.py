@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from gateway.memory.index import VectorIndex
-from gateway.memory.records import Exemplar
+from gateway.memory.records import Exemplar, Hit
 from tests.memory.helpers import record
 
 
@@ -122,3 +122,37 @@ def test_purge_drops_only_expired_records() -> None:
     assert len(index) == 4
     assert sorted(ex.id for ex in index.list_records()) == ["r1", "r2", "r4", "r5"]
     assert index.search(vectors[4], 1)[0].exemplar.id == "r4"
+
+
+def test_search_now_answers_like_search_and_never_waits_for_a_writer() -> None:
+    index = VectorIndex()
+    vectors = _vectors(np.random.default_rng(0), 8)
+    index.upsert([record(f"e{i}", vectors[i], tenant="acme") for i in range(8)])
+    query = vectors[3]
+    assert ids(index.search_now(query, 3, tenant="acme")) == ids(
+        index.search(query, 3, tenant="acme")
+    )
+    writing, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with index._lock.write():
+            writing.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(5)
+        assert index.search_now(query, 3, tenant="acme") is None  # would have waited
+    finally:
+        release.set()
+        thread.join()
+    assert ids(index.search_now(query, 3, tenant="acme")) == [
+        "e3",
+        *ids(index.search(query, 3, tenant="acme"))[1:],
+    ]
+
+
+def ids(hits: list[Hit] | None) -> list[str]:
+    assert hits is not None
+    return [hit.exemplar.id for hit in hits]
