@@ -81,6 +81,11 @@ def _eval_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=["float32", "int8"],
         help="embedder precision (default: the config's, else float32)",
     )
+    evaluate.add_argument(
+        "--runtime",
+        choices=["auto", "onnx", "torch"],
+        help="what runs the embedder (default: the config's, else auto: ONNX Runtime)",
+    )
     evaluate.add_argument("--json", action="store_true", help="end with the metrics as JSON")
     evaluate.add_argument("--plot", type=Path, help="write confusion and threshold plots (PNG)")
     evaluate.set_defaults(run=_eval)
@@ -195,6 +200,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         router = router.model_copy(update={"target": _target(args.target)})
     if args.precision:
         embedder = embedder.model_copy(update={"precision": args.precision})
+    if args.runtime:
+        embedder = embedder.model_copy(update={"runtime": args.runtime})
     pin_threads(config.server.torch_threads if config is not None else None)
     try:
         train, test = read_jsonl(args.train), read_jsonl(args.test)

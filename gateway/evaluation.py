@@ -171,7 +171,7 @@ async def evaluate(
         threshold=round(router.policy.threshold, 6),
         margin=round(router.policy.margin, 6),
         target=fit.target if fit is not None else None,
-        embedder=f"{embedder_name(embedder_ref)} ({embedder.precision})",
+        embedder=f"{embedder_name(embedder_ref)} ({embedder.precision}, {embedder.runtime})",
     )
     return EvalResult(metrics, outcomes, fit, router.policy.threshold, router.policy.margin)
 
