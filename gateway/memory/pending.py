@@ -65,6 +65,9 @@ class ConversationMemory(Protocol):
     async def get_completion(self, tenant: str, completion_id: str) -> CompletionRecord | None: ...
 
 
+_PURGE_PER_PUT = 4
+
+
 class _ExpiringMap(Generic[V]):
     """A bounded map whose entries expire; the oldest go first when full."""
 
@@ -74,9 +77,17 @@ class _ExpiringMap(Generic[V]):
         self._clock = clock
 
     def put(self, key: tuple[str, str], value: V, ttl_s: float) -> None:
-        self._items[key] = (self._clock() + ttl_s, value)
+        now = self._clock()
+        self._items[key] = (now + ttl_s, value)
         self._items.move_to_end(key)
         while len(self._items) > self._max:
+            self._items.popitem(last=False)
+        # The oldest entries sit first; drop the expired ones there (a few per put), so a
+        # map stays as small as its TTL allows, not only as its bound.
+        for _ in range(_PURGE_PER_PUT):
+            oldest = next(iter(self._items.values()), None)
+            if oldest is None or oldest[0] > now:
+                break
             self._items.popitem(last=False)
 
     def get(self, key: tuple[str, str]) -> V | None:

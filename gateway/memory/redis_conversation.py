@@ -1,11 +1,11 @@
 """Conversation memory in Redis, so a clarification answer may land on any replica.
 
 Values are JSON strings with a Redis TTL. When Redis cannot be reached the memory keeps
-working in process (a reply that returns to the same replica still resolves) and reads
-fall back to what this process wrote; nothing raises to the request path. Clarifications
-and turns are also kept in process while Redis is well (a pending question survives an
-outage that starts after it was asked); completion records, one per answer, only when
-Redis did not take them.
+working in process: what Redis did not take is kept here (a reply that returns to the
+same replica still resolves) and reads fall back to it; nothing raises to the request
+path. While Redis is well nothing is copied into the process: every answer leaves a turn
+and a completion record, and copying them grew a busy gateway by ~100 MB and slowed it
+down as the copies filled up (benchmarks/soak.py).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class RedisConversationMemory:
     async def put_clarification(
         self, tenant: str, key: str, pending: PendingClarification, ttl_s: float
     ) -> None:
-        await self._local.put_clarification(tenant, key, pending, ttl_s)
-        await self._put("clarify", tenant, key, json.dumps(asdict(pending)), ttl_s)
+        if not await self._put("clarify", tenant, key, json.dumps(asdict(pending)), ttl_s):
+            await self._local.put_clarification(tenant, key, pending, ttl_s)
 
     async def get_clarification(self, tenant: str, key: str) -> PendingClarification | None:
         raw = await self._get("clarify", tenant, key)
@@ -91,17 +91,14 @@ class RedisConversationMemory:
         await self._call("clarify", self._client.delete(self._key("clarify", tenant, key)))
 
     async def put_turn(self, tenant: str, key: str, expert: str, ttl_s: float) -> None:
-        await self._local.put_turn(tenant, key, expert, ttl_s)
-        await self._put("turn", tenant, key, expert, ttl_s)
+        if not await self._put("turn", tenant, key, expert, ttl_s):
+            await self._local.put_turn(tenant, key, expert, ttl_s)
 
     async def get_turn(self, tenant: str, key: str) -> str | None:
         remote = await self._get("turn", tenant, key)
         return remote if remote is not None else await self._local.get_turn(tenant, key)
 
     async def put_completion(self, record: CompletionRecord, ttl_s: float) -> None:
-        """In Redis; in process only when Redis did not take it. Every answer leaves one (with
-        its text), so keeping a local copy of each would grow the process by up to
-        `max_entries` answers for nothing while Redis is well."""
         value = json.dumps(asdict(record))
         if not await self._put("completion", record.tenant, record.id, value, ttl_s):
             await self._local.put_completion(record, ttl_s)

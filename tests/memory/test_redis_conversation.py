@@ -32,14 +32,19 @@ async def test_replicas_share_answers_and_questions(own_redis: RedisServer) -> N
     assert await two.get_completion("globex", "c-1") is None
 
 
-async def test_answers_stay_out_of_the_process_while_redis_is_well(
+async def test_nothing_is_copied_into_the_process_while_redis_is_well(
     own_redis: RedisServer,
 ) -> None:
     local = LocalConversationMemory()
     memory = RedisConversationMemory(client_of(own_redis), timeout_s=0.5, fallback=local)
     await memory.put_completion(record("c-1"), 60)
+    await memory.put_clarification("acme", "k", ASKED, 60)
+    await memory.put_turn("acme", "t", "units", 60)
     assert await local.get_completion("acme", "c-1") is None
+    assert await local.get_clarification("acme", "k") is None
+    assert await local.get_turn("acme", "t") is None
     assert await memory.get_completion("acme", "c-1") == record("c-1")
+    assert await memory.get_turn("acme", "t") == "units"
 
 
 async def test_an_outage_falls_back_to_the_process(own_redis: RedisServer) -> None:
@@ -47,12 +52,14 @@ async def test_an_outage_falls_back_to_the_process(own_redis: RedisServer) -> No
     await memory.put_clarification("acme", "before", ASKED, 60)
     own_redis.kill()
     try:
-        # A question asked before the outage still resolves on this replica...
-        assert await memory.get_clarification("acme", "before") == ASKED
-        # ...and what is written during it is kept here.
+        # What is written during the outage is kept here and read back.
+        await memory.put_clarification("acme", "during", ASKED, 60)
+        assert await memory.get_clarification("acme", "during") == ASKED
         await memory.put_completion(record("c-2"), 60)
         assert await memory.get_completion("acme", "c-2") == record("c-2")
         await memory.put_turn("acme", "t", "units", 60)
         assert await memory.get_turn("acme", "t") == "units"
     finally:
         own_redis.restart()
+    # A question asked before the outage is in Redis again once it is back.
+    assert await memory.get_clarification("acme", "before") == ASKED
