@@ -89,7 +89,12 @@ def route(url: str, text: str) -> dict[str, object]:
 
 
 def experts(url: str) -> dict[str, dict[str, object]]:
-    return {e["name"]: e for e in httpx.get(f"{url}/admin/experts").json()["data"]}
+    """Each expert as configured (without its live request counts and latency)."""
+    live = ("requests", "latency_ms")
+    return {
+        e["name"]: {k: v for k, v in e.items() if k not in live}
+        for e in httpx.get(f"{url}/admin/experts").json()["data"]
+    }
 
 
 def eventually(check: Callable[[], bool], within_s: float = 10) -> bool:

@@ -120,5 +120,8 @@ def test_upstream_rejection_is_a_400_naming_the_expert(
     gateway, _ = clients
     with pytest.raises(openai.BadRequestError, match="expert 'smol' rejected the request"):
         gateway.chat.completions.create(
-            model="smol", messages=[{"role": "user", "content": PROMPT}], max_tokens=100_000
+            # over vLLM's 2048-token context, under the gateway's own cap (server.max_tokens)
+            model="smol",
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=10_000,
         )
