@@ -47,7 +47,8 @@ from redis.asyncio import Redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stub_upstream import GATEWAY_EXPERTS  # noqa: E402  (this folder is on sys.path)
+from overhead import letters  # noqa: E402  (this folder is on sys.path)
+from stub_upstream import GATEWAY_EXPERTS  # noqa: E402
 
 from tests.support.gateway import GatewayProcess  # noqa: E402
 from tests.support.procs import free_port, start_process  # noqa: E402
@@ -141,16 +142,6 @@ class Tally:
         taken = (self.latencies, self.interval_errors)
         self.latencies, self.interval_errors = [], 0
         return taken
-
-
-def letters(k: int) -> str:
-    """k as a word of letters: texts differ without differing numbers."""
-    out = ""
-    while True:
-        out = chr(97 + k % 26) + out
-        k //= 26
-        if k == 0:
-            return out
 
 
 def percentile(values: list[float], q: float) -> float | None:

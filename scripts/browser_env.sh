@@ -8,16 +8,8 @@ set -euo pipefail
 
 log() { printf '[browser_env] %s\n' "$*" >&2; }
 
-as_root() {
-    if [[ "$(id -u)" == "0" ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        log "need root for: $*"
-        return 1
-    fi
-}
+# shellcheck source=scripts/apt.sh
+source "$(dirname "$0")/apt.sh"
 
 have_browser() {
     command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
@@ -27,10 +19,5 @@ if have_browser; then
     exit 0
 fi
 log "installing chromium and chromium-driver with apt"
-export DEBIAN_FRONTEND=noninteractive
-packages=(chromium chromium-driver)
-if ! as_root apt-get install -y --no-install-recommends "${packages[@]}" >&2; then
-    as_root apt-get update >&2
-    as_root apt-get install -y --no-install-recommends "${packages[@]}" >&2
-fi
+apt_install chromium chromium-driver
 have_browser || { log "chromium or chromedriver still missing"; exit 1; }

@@ -40,27 +40,15 @@ KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 
 log() { printf '[redis_env] %s\n' "$*" >&2; }
 
-as_root() {
-    if [[ "$(id -u)" == "0" ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        log "need root for: $*"
-        return 1
-    fi
-}
+# shellcheck source=scripts/apt.sh
+source "${REPO_ROOT}/scripts/apt.sh"
 
 ensure_redis_server() {
     if command -v redis-server >/dev/null 2>&1; then
         return 0
     fi
     log "installing redis-server with apt"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y --no-install-recommends redis-server >&2; then
-        as_root apt-get update >&2
-        as_root apt-get install -y --no-install-recommends redis-server >&2
-    fi
+    apt_install redis-server
     command -v redis-server >/dev/null 2>&1 || { log "redis-server still missing"; exit 1; }
 }
 

@@ -11,7 +11,6 @@ Every input these tests found gets its own regression test in `test_tool_limits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -31,14 +30,6 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-@pytest.fixture(scope="module")
-async def units() -> AsyncIterator[UnitConverter]:
-    converter = UnitConverter()
-    await converter.start()
-    yield converter
-    await converter.aclose()
 
 
 async def _answers_or_refuses(

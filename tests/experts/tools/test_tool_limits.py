@@ -7,7 +7,7 @@ exception that was neither `NothingToCompute` nor `ToolInputError`.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import pytest
@@ -19,14 +19,6 @@ from experts.tools.functions import MAX_FACTORIAL
 from experts.tools.units import LARGE_EXPONENT, UnitConverter
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-async def units() -> AsyncIterator[UnitConverter]:
-    converter = UnitConverter()
-    await converter.start()
-    yield converter
-    await converter.aclose()
 
 
 def _ticks() -> Callable[[], float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import pytest
@@ -61,14 +60,6 @@ MORE = [
     ("2 km/h times 3", "2 km/h * 3 = 6 km/h"),
     ("5 m^2 times 2", "5 m² * 2 = 10 m²"),
 ]
-
-
-@pytest.fixture(scope="module")
-async def units() -> AsyncIterator[UnitConverter]:
-    converter = UnitConverter()
-    await converter.start()
-    yield converter
-    await converter.aclose()
 
 
 def _expert(precision: int = 6) -> ToolExpert:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import pytest
@@ -20,14 +19,6 @@ from experts.tools.unit_phrases import (
 from experts.tools.units import UnitConverter
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-async def units() -> AsyncIterator[UnitConverter]:
-    converter = UnitConverter()
-    await converter.start()
-    yield converter
-    await converter.aclose()
 
 
 def _turns(*turns: tuple[str, str]) -> tuple[Message, ...]:

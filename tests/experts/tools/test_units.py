@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import anyio
@@ -14,14 +13,6 @@ from experts.tools.unit_phrases import Conversion, find_conversions
 from experts.tools.units import UnitConverter
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-async def units() -> AsyncIterator[UnitConverter]:
-    converter = UnitConverter()
-    await converter.start()
-    yield converter
-    await converter.aclose()
 
 
 @pytest.mark.parametrize(
