@@ -7,7 +7,6 @@ at `<prefix>:apikey:<id>`, so every replica sees a new or revoked key at once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import Awaitable, Mapping, Sequence
@@ -17,11 +16,11 @@ from typing import TypeVar
 import yaml
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.access.keys import KeyRecord
 from gateway.config import KeyEntry
 from gateway.errors import AuthUnavailable
+from gateway.memory.redis_wire import RedisDown, guarded
 
 T = TypeVar("T")
 
@@ -108,10 +107,9 @@ class RedisKeys:
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await operation
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise AuthUnavailable(f"the key store (Redis) did not answer: {exc!r}") from exc
+            return await guarded("key store", self._timeout_s, operation)
+        except RedisDown as exc:
+            raise AuthUnavailable(f"the key store (Redis) did not answer: {exc}") from exc
 
 
 def _str(value: bytes | str) -> str:

@@ -8,7 +8,6 @@ check, atomic), so the limit holds across replicas; otherwise in this process.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from gateway.memory.redis_wire import RedisDown, guarded
 
 WINDOW_S = 60.0
 _MAX_LOCAL_KEYS = 100_000
@@ -125,21 +125,23 @@ class RedisLimiter:
         keys = [f"{self._prefix}{name}:{index}", f"{self._prefix}{name}:{index - 1}"]
         args: list[str | int] = [limit, cost, repr(fraction), self._ttl]
         try:
-            async with asyncio.timeout(self._timeout_s):
-                allowed, used = await self._script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise LimiterUnavailable(repr(exc)) from exc
+            allowed, used = await guarded("rate limit", self._timeout_s, self._script(keys, args))
+        except RedisDown as exc:
+            raise LimiterUnavailable(str(exc)) from exc
         return _verdict(bool(int(allowed)), float(used), fraction)
 
     async def charge(self, name: str, cost: int) -> None:
         if cost <= 0:
             return
         key = f"{self._prefix}{name}:{_window(self._clock())[0]}"
+
+        async def spend() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incrby(key, cost)
+                pipe.expire(key, int(self._ttl))
+                await pipe.execute()
+
         try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.incrby(key, cost)
-                    pipe.expire(key, int(self._ttl))
-                    await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise LimiterUnavailable(repr(exc)) from exc
+            await guarded("rate limit", self._timeout_s, spend())
+        except RedisDown as exc:
+            raise LimiterUnavailable(str(exc)) from exc

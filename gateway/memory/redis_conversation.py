@@ -16,8 +16,6 @@ from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import TypeVar
 
-import anyio
-from redis import RedisError
 from redis.asyncio import Redis
 
 from gateway.memory.pending import (
@@ -25,6 +23,7 @@ from gateway.memory.pending import (
     LocalConversationMemory,
     PendingClarification,
 )
+from gateway.memory.redis_wire import RedisDown, guarded
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +49,11 @@ class RedisConversationMemory:
 
     async def _call(self, what: str, call: Awaitable[T]) -> T | None:
         try:
-            with anyio.fail_after(self._timeout_s):
-                return await call
-        except (RedisError, OSError, TimeoutError) as exc:
+            return await guarded(what, self._timeout_s, call)
+        except RedisDown as exc:
             logger.warning(
                 "redis unavailable for conversation memory",
-                extra={"action": what, "error": type(exc).__name__},
+                extra={"action": what, "error": str(exc)},
             )
             return None
 
