@@ -18,8 +18,9 @@ from gateway.routing.embedder import SentenceTransformerEmbedder, resolve_embedd
 from gateway.service import Gateway
 
 
-def build_gateway(config: Config, home: Path) -> Gateway:
-    """Construct the gateway for `config` (nothing starts yet; `Gateway.start` does)."""
+def build_gateway(config: Config, home: Path, memory: Memory | None = None) -> Gateway:
+    """Construct the gateway for `config` (nothing starts yet; `Gateway.start` does), with
+    `memory` (default: built from the config)."""
     embedder = SentenceTransformerEmbedder(
         resolve_embedder_path(config.embedder.model),
         device=config.embedder.device,
@@ -36,7 +37,7 @@ def build_gateway(config: Config, home: Path) -> Gateway:
         config,
         embedder,
         experts,
-        build_memory(config),
+        memory if memory is not None else build_memory(config),
         make_expert=lambda spec: build_expert(spec, context),
         cache_dir=home / "router",
     )
@@ -76,7 +77,9 @@ def _redis_memory(config: Config) -> Memory:
         fallback=LocalConversationMemory(max_entries=settings.max_entries),
     )
     cache = ResponseCache(cache_store, threshold=config.cache.threshold)
-    return Memory(conversation, exemplars, cache, cache_store, closers=(client.aclose,))
+    return Memory(
+        conversation, exemplars, cache, cache_store, closers=(client.aclose,), redis=client
+    )
 
 
 def redis_client(settings: MemoryConfig) -> Redis:

@@ -13,7 +13,7 @@ import gc
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -31,7 +31,7 @@ from gateway.api.middleware import BodyLimit, CancelOnDisconnect, RequestIds
 from gateway.api.openai import router
 from gateway.api.reloading import on_sighup, watch
 from gateway.api.sse import error_body
-from gateway.components import build_gateway, redis_client
+from gateway.components import build_gateway, build_memory
 from gateway.config import Config, NoAuth, load_config, with_redis_url
 from gateway.errors import GatewayError
 from gateway.eval_jobs import Evaluations
@@ -49,10 +49,8 @@ def build_app(
     config_source: ConfigSource | None = None,
     watch_file: Path | None = None,
     access: Access | None = None,
-    closers: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> FastAPI:
-    """The app around an already-constructed gateway; the lifespan starts and closes it
-    (and runs `closers` last).
+    """The app around an already-constructed gateway; the lifespan starts and closes it.
 
     With a `config_source`, `POST /admin/reload` and SIGHUP reload the config; with a
     `watch_file`, so does a change of that file. `access` checks keys and rate limits
@@ -78,8 +76,6 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await gateway.aclose()
-            for close in closers:
-                await close()
 
     app = FastAPI(title="taskgate", lifespan=lifespan)
     app.state.gateway = gateway
@@ -215,12 +211,11 @@ def create_app(settings: Settings, *, watch_config: bool = False) -> FastAPI:
     config = source()
     setup_tracing(config.tracing)
     path = settings.config_path
-    redis = redis_client(config.memory) if config.memory.backend == "redis" else None
+    memory = build_memory(config)  # its Redis client also holds keys and rate limits
     return build_app(
-        build_gateway(config, settings.home),
+        build_gateway(config, settings.home, memory),
         config.server.max_body_bytes,
         config_source=source if path is not None else None,
         watch_file=path if watch_config else None,
-        access=build_access(config, redis),
-        closers=(redis.aclose,) if redis is not None else (),
+        access=build_access(config, memory.redis),
     )

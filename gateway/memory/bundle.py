@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from gateway.memory.cache import ResponseCache
 from gateway.memory.pending import ConversationMemory
 from gateway.memory.records import ExemplarStore, StoreStatus
@@ -19,6 +21,8 @@ class Memory:
     cache_store: ExemplarStore
     # Run last on close (e.g. closing the Redis client the stores share).
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
+    # That client, with the Redis backend: API keys and rate limits live beside the memory.
+    redis: Redis | None = None
 
     async def start(self) -> None:
         await self.exemplars.start()
