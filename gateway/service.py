@@ -368,8 +368,9 @@ class Gateway:
             raise translate(exc) from exc
         finally:
             await close_stream(deltas)
-        self.metrics.total.labels(expert).observe(time.perf_counter() - started)
-        self.activity.answered(expert, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.total.labels(expert).observe(elapsed)
+        self.activity.answered(expert, elapsed)
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
         answer = "".join(parts)

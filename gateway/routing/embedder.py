@@ -311,8 +311,6 @@ class SentenceTransformerEmbedder:
         (cosine down to 0.89 against the same text alone) and a request could route
         differently under load.
         """
-        import torch
-
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         if self._onnx is not None:
@@ -320,6 +318,8 @@ class SentenceTransformerEmbedder:
                 rows = order[start : start + self._batch_size]
                 out[rows] = self._onnx.encode([texts[i] for i in rows])
             return normalise(out)
+        import torch
+
         model = self._model
         assert model is not None
         prepare = getattr(model, "preprocess", None) or model.tokenize
