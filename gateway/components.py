@@ -21,6 +21,7 @@ from gateway.service import Gateway
 def build_gateway(config: Config, home: Path, memory: Memory | None = None) -> Gateway:
     """Construct the gateway for `config` (nothing starts yet; `Gateway.start` does), with
     `memory` (default: built from the config)."""
+    routing_cache = home / "router"  # fitted heads, and the embedder's ONNX export
     embedder = SentenceTransformerEmbedder(
         resolve_embedder_path(config.embedder.model),
         device=config.embedder.device,
@@ -29,7 +30,7 @@ def build_gateway(config: Config, home: Path, memory: Memory | None = None) -> G
         batch_wait_ms=config.embedder.batch_wait_ms,
         cache_size=config.embedder.cache_size,
         runtime=config.embedder.runtime,
-        onnx_dir=home / "onnx",
+        onnx_dir=routing_cache / "onnx",  # where `taskgate eval` looks too
     )
     context = BuildContext(cache_dir=home)
     experts = ExpertSet.from_specs(config.experts, context)
@@ -39,7 +40,7 @@ def build_gateway(config: Config, home: Path, memory: Memory | None = None) -> G
         experts,
         memory if memory is not None else build_memory(config),
         make_expert=lambda spec: build_expert(spec, context),
-        cache_dir=home / "router",
+        cache_dir=routing_cache,
     )
 
 
