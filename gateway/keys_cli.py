@@ -88,8 +88,10 @@ class _Store:
         if self.file is not None:
             records = read_key_file(self.file)
             kept = [r for r in records if r.id != key_id]
+            if len(kept) == len(records):
+                return False
             write_key_file(self.file, kept)
-            return len(kept) < len(records)
+            return True
         return self.run(lambda keys: keys.revoke(key_id))
 
 
