@@ -17,11 +17,13 @@ Targets, measured in the same run:
   `LITELLM_LOG=ERROR`, no database;
 * `taskgate-fixed`: taskgate with `model: stub` (a fixed route, no embedding);
 * `taskgate-auto`: `model: auto`, every request embedded and routed (each request's text
-  is different, so neither the embedding cache nor the response cache helps);
+  is different, so neither the embedding cache nor the response cache helps); the default
+  embedder: int8 on ONNX Runtime;
 * `taskgate-cache`: `model: auto` answered by a semantic cache hit (no upstream call);
-* `taskgate-auto-torch`: `taskgate-auto` with `embedder.runtime: torch` (the embedder on
-  eager torch instead of ONNX Runtime, the default before);
-* `taskgate-auto-int8`: `taskgate-auto` with `embedder.precision: int8` (on torch).
+* `taskgate-auto-float32`: `taskgate-auto` with `embedder.precision: float32` (on ONNX
+  Runtime, the default before);
+* `taskgate-auto-torch`: `taskgate-auto` with `embedder.runtime: torch` (float32 on eager
+  torch, the default before that).
 
 taskgate runs with caching off (`Cache-Control: no-cache, no-store`) except for
 `taskgate-cache`, whose request texts differ from the cached one by a word of letters.
@@ -59,12 +61,12 @@ REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CORE, LOAD_CORE = "0", "1"
 CONCURRENCY = (1, 16, 64)
 PROMPT = "tell me a fun fact about the ocean"
-# taskgate's default embedder (float32 on ONNX Runtime), and other embedders beside it:
+# taskgate's default embedder (auto: int8 on ONNX Runtime), and other embedders beside it:
 # (precision, runtime) -> the targets measured on a taskgate process with that embedder.
 EMBEDDERS = {
-    ("float32", "auto"): ("taskgate-fixed", "taskgate-auto", "taskgate-cache"),
+    ("auto", "auto"): ("taskgate-fixed", "taskgate-auto", "taskgate-cache"),
+    ("float32", "auto"): ("taskgate-auto-float32",),
     ("float32", "torch"): ("taskgate-auto-torch",),
-    ("int8", "torch"): ("taskgate-auto-int8",),
 }
 TARGETS = ("direct", "litellm", *itertools.chain(*EMBEDDERS.values()))
 CACHE_SEED_PROMPT = "tell me a fun fact about the ocean please"

@@ -78,8 +78,8 @@ def _eval_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     evaluate.add_argument("--target", help="operating point: oos_recall=0.9 or precision=0.98")
     evaluate.add_argument(
         "--precision",
-        choices=["float32", "int8"],
-        help="embedder precision (default: the config's, else float32)",
+        choices=["auto", "float32", "int8"],
+        help="embedder precision (default: the config's, else auto: int8 on ONNX Runtime)",
     )
     evaluate.add_argument(
         "--runtime",

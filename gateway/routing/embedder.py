@@ -97,7 +97,7 @@ class SentenceTransformerEmbedder:
         model_path: Path,
         *,
         device: str = "cpu",
-        precision: str = "float32",
+        precision: str = "auto",
         batch_size: int = 64,
         batch_wait_ms: float = 2.0,
         cache_size: int = 4096,
@@ -106,8 +106,8 @@ class SentenceTransformerEmbedder:
     ) -> None:
         self._path = model_path
         self._device = device
-        if precision not in ("float32", "int8"):
-            raise ValueError(f"precision must be float32 or int8, not {precision!r}")
+        if precision not in ("auto", "float32", "int8"):
+            raise ValueError(f"precision must be auto, float32 or int8, not {precision!r}")
         if runtime not in ("auto", "torch", "onnx") or (runtime != "torch" and onnx_dir is None):
             raise ValueError(f"runtime must be auto, torch or onnx (with onnx_dir): {runtime!r}")
         self._precision = precision
@@ -132,18 +132,28 @@ class SentenceTransformerEmbedder:
 
     @property
     def identity(self) -> str:
-        """The model directory and the size and time of its weights files."""
+        """The model directory, the size and time of its weights files, and the quantization
+        (which differs between the runtimes; float32's embeddings agree within 1e-6)."""
+        if self.precision == "float32":
+            return self._model_identity()
+        scheme = "per-row-onnx" if self._onnx is not None else "per-channel-unbatched"
+        return f"{self._model_identity()}|int8-{scheme}"
+
+    def _model_identity(self) -> str:
         path = self._path.resolve()
         weights = sorted(
             f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
             for f in path.glob("*")
             if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file()
         )
-        quantized = "|int8-per-channel-unbatched" if self.precision == "int8" else ""
-        return f"sentence-transformers:{path}|{'|'.join(weights)}{quantized}"
+        return f"sentence-transformers:{path}|{'|'.join(weights)}"
 
     @property
     def precision(self) -> str:
+        """`float32` or `int8`. `auto` is int8 where ONNX Runtime runs the model (its int8 is
+        batch-independent and as accurate), else float32; it is settled by `start`."""
+        if self._precision == "auto":
+            return "int8" if self._onnx is not None else "float32"
         return self._precision
 
     def _resolved_device(self) -> str:
@@ -171,33 +181,36 @@ class SentenceTransformerEmbedder:
             self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
 
     def _load_onnx(self) -> OnnxEncoder | None:
-        """ONNX Runtime for a float32 model on the CPU, when asked for (or `auto` and it can)."""
+        """ONNX Runtime for the model on the CPU, when asked for (or `auto` and it can)."""
         if self._runtime == "torch":
             return None
-        usable = self._precision == "float32" and self._resolved_device() == "cpu"
         try:
-            if not usable:
-                raise NotExportable("ONNX Runtime runs the float32 embedder on the CPU only")
+            if self._resolved_device() != "cpu":
+                raise NotExportable("ONNX Runtime runs the embedder on the CPU only")
             import torch
 
             assert self._onnx_dir is not None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the exporter's notes on traced operators
                 encoder = OnnxEncoder.load(
-                    self._path, self._onnx_dir, self.identity, torch.get_num_threads()
+                    self._path,
+                    self._onnx_dir,
+                    self._model_identity(),
+                    torch.get_num_threads(),
+                    int8=self._precision in ("auto", "int8"),
                 )
         except (NotExportable, ImportError) as exc:
             if self._runtime == "onnx":
                 raise EmbedderUnavailable(f"embedder.runtime onnx: {exc}") from exc
             logger.info("embedder runs on torch", extra={"reason": str(exc)})
             return None
-        logger.info("embedder loaded", extra={"runtime": "onnx", "precision": "float32"})
+        logger.info("embedder loaded", extra={"runtime": "onnx", "precision": self.precision})
         return encoder
 
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
 
-        device, precision = self._resolved_device(), self._precision
+        device, precision = self._resolved_device(), self.precision
         model = SentenceTransformer(str(self._path), device=device)
         if precision == "int8":
             if device != "cpu":
@@ -306,10 +319,11 @@ class SentenceTransformerEmbedder:
         """The model's forward pass directly (a single request is overhead-bound, so this
         skips `encode`'s bookkeeping); texts of similar length are batched together.
 
-        int8 encodes one text per forward pass: dynamic quantization scales activations
-        per tensor, so in a batch each text's embedding would depend on its neighbours
-        (cosine down to 0.89 against the same text alone) and a request could route
-        differently under load.
+        int8 on torch encodes one text per forward pass: its dynamic quantization scales
+        activations per tensor, so in a batch each text's embedding would depend on its
+        neighbours (cosine down to 0.89 against the same text alone) and a request could
+        route differently under load. ONNX's int8 scales each token's row on its own, and
+        batches.
         """
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self._dim), dtype=np.float32)

@@ -15,11 +15,14 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+from gateway.routing.onnx_int8 import quantize_rows, signed_weights_are_exact
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -74,14 +77,23 @@ class OnnxEncoder:
         self._inputs = [i.name for i in session.get_inputs()]
 
     @classmethod
-    def load(cls, model_path: Path, cache_dir: Path, identity: str, threads: int) -> OnnxEncoder:
+    def load(
+        cls, model_path: Path, cache_dir: Path, identity: str, threads: int, *, int8: bool = False
+    ) -> OnnxEncoder:
+        """`identity` names the float32 model; `int8` runs its per-row quantized graph."""
         import onnxruntime
         from transformers import AutoTokenizer
 
         pooling = pooling_of(model_path)
-        graph = cache_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.onnx"
+        stem = hashlib.sha256(identity.encode()).hexdigest()[:24]
+        graph = cache_dir / f"{stem}.onnx"
         if not graph.is_file():
             _export(model_path, graph)
+        if int8:
+            signed = signed_weights_are_exact()
+            source, graph = graph, cache_dir / f"{stem}-int8-rows-{'s8' if signed else 'u8'}.onnx"
+            if not graph.is_file():
+                _atomically(graph, lambda temp: quantize_rows(source, temp, signed_weights=signed))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -133,23 +145,33 @@ def _export(model_path: Path, graph: Path) -> None:
     sample = tokenizer(["a routing request", "and a longer one to pad"], padding=True,
                        return_tensors="pt")  # fmt: skip
     names = [name for name in _INPUTS if name in sample]
-    graph.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=graph.parent, suffix=".onnx.part")
-    os.close(fd)
-    try:
+
+    def write(temp: Path) -> None:
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 LastHidden(model),
                 tuple(sample[name] for name in names),
-                temp,
+                str(temp),
                 input_names=names,
                 output_names=["last_hidden_state"],
                 dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
                 opset_version=17,
                 dynamo=False,
             )
+
+    _atomically(graph, write)
+
+
+def _atomically(graph: Path, write: Callable[[Path], None]) -> None:
+    """`write` a graph into a temporary file renamed to `graph`: a half-written one is never
+    used, and concurrent writers leave one whole file."""
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=graph.parent, suffix=".onnx.part")
+    os.close(fd)
+    try:
+        write(Path(temp))
         os.replace(temp, graph)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    logger.info("embedder exported to ONNX", extra={"path": str(graph)})
+    logger.info("embedder graph written", extra={"path": str(graph)})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,9 @@ def files_in(folder: Path) -> int:
 async def test_onnx_runtime_gives_torchs_embeddings(tmp_path: Path) -> None:
     path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
     torch_run = SentenceTransformerEmbedder(path, cache_size=0)
-    onnx_run = SentenceTransformerEmbedder(path, cache_size=0, runtime="onnx", onnx_dir=tmp_path)
+    onnx_run = SentenceTransformerEmbedder(
+        path, precision="float32", cache_size=0, runtime="onnx", onnx_dir=tmp_path
+    )
     texts = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
              "what is 15% of 80", "x"]  # fmt: skip
     await torch_run.start()
@@ -104,21 +107,79 @@ async def test_onnx_runtime_gives_torchs_embeddings(tmp_path: Path) -> None:
     np.testing.assert_allclose(together, reference, atol=1e-5)
     np.testing.assert_allclose(alone, reference, atol=1e-5)
     assert files_in(tmp_path) == 1  # exported once, then reused
-    again = SentenceTransformerEmbedder(path, runtime="onnx", onnx_dir=tmp_path)
+    again = SentenceTransformerEmbedder(
+        path, precision="float32", runtime="onnx", onnx_dir=tmp_path
+    )
     await again.start()
     await again.aclose()
     assert files_in(tmp_path) == 1
 
 
-async def test_auto_falls_back_to_torch_where_onnx_cannot_run(tmp_path: Path) -> None:
+async def test_onnx_int8_is_batch_independent_close_to_float32_and_the_auto_default(
+    tmp_path: Path,
+) -> None:
     path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
-    int8 = SentenceTransformerEmbedder(path, precision="int8", runtime="auto", onnx_dir=tmp_path)
-    await int8.start()
-    await int8.aclose()
-    assert int8.runtime == "torch"
-    forced = SentenceTransformerEmbedder(path, precision="int8", runtime="onnx", onnx_dir=tmp_path)
-    with pytest.raises(EmbedderUnavailable, match="CPU only"):
+    full = SentenceTransformerEmbedder(
+        path, precision="float32", cache_size=0, runtime="onnx", onnx_dir=tmp_path
+    )
+    auto = SentenceTransformerEmbedder(path, cache_size=0, runtime="auto", onnx_dir=tmp_path)
+    texts = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
+             "what is 15% of 80", "x"]  # fmt: skip
+    await full.start()
+    await auto.start()
+    try:
+        assert (auto.runtime, auto.precision) == ("onnx", "int8")
+        reference = await full.embed(texts)
+        together = await auto.embed(texts)
+        alone = np.concatenate([await auto.embed([text]) for text in texts])
+        beside_others = await auto.embed([texts[0], "something else entirely " * 20])
+    finally:
+        await full.aclose()
+        await auto.aclose()
+    # Each token is scaled on its own: a text's embedding does not depend on its batch
+    # (up to float rounding in the attention of differently padded batches).
+    np.testing.assert_allclose(together, alone, atol=1e-3)
+    np.testing.assert_allclose(beside_others[0], alone[0], atol=1e-3)
+    assert (together * reference).sum(axis=1).min() > 0.99
+    assert not np.allclose(together, reference, atol=1e-4)
+    assert len({full.identity, auto.identity}) == 2  # cached apart
+    assert "int8-per-row-onnx" in auto.identity
+    assert files_in(tmp_path) == 2  # the float32 export and its int8 rewrite, both reused
+    again = SentenceTransformerEmbedder(path, precision="int8", runtime="onnx", onnx_dir=tmp_path)
+    await again.start()
+    await again.aclose()
+    assert files_in(tmp_path) == 2 and again.identity == auto.identity
+
+
+def max_pooled_copy(path: Path, folder: Path) -> Path:
+    """The builtin model with max pooling, a shape the ONNX encoder does not reproduce."""
+    for item in path.iterdir():
+        if item.name != "1_Pooling":
+            (folder / item.name).symlink_to(item)
+    (folder / "1_Pooling").mkdir()
+    config = json.loads((path / "1_Pooling" / "config.json").read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+async def test_auto_falls_back_to_torch_float32_where_onnx_cannot_run(tmp_path: Path) -> None:
+    path = resolve_embedder_path("builtin:all-MiniLM-L6-v2")
+    (tmp_path / "model").mkdir()
+    max_pooled = max_pooled_copy(path, tmp_path / "model")
+    auto = SentenceTransformerEmbedder(max_pooled, runtime="auto", onnx_dir=tmp_path / "onnx")
+    await auto.start()
+    try:
+        assert (auto.runtime, auto.precision) == ("torch", "float32")
+        assert (await auto.embed(["x"])).shape == (1, 384)
+    finally:
+        await auto.aclose()
+    forced = SentenceTransformerEmbedder(max_pooled, runtime="onnx", onnx_dir=tmp_path / "onnx")
+    with pytest.raises(EmbedderUnavailable, match="pooling"):
         await forced.start()
+    on_gpu = SentenceTransformerEmbedder(path, device="cuda", runtime="onnx", onnx_dir=tmp_path)
+    with pytest.raises(EmbedderUnavailable, match="CPU only"):
+        await on_gpu.start()
     with pytest.raises(ValueError, match="runtime"):
         SentenceTransformerEmbedder(path, runtime="onnx")  # nowhere to export to
 
