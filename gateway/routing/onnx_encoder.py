@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_TRANSFORMER = "sentence_transformers.models.Transformer"
-_POOLING = "sentence_transformers.models.Pooling"
-_NORMALIZE = "sentence_transformers.models.Normalize"
+# Module class names, wherever sentence-transformers keeps them (`sentence_transformers.models.`
+# before version 6; `sentence_transformers.base.modules.transformer.` and the like after).
+_LAYOUTS = (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
 
 
 class NotExportable(Exception):
@@ -41,21 +41,33 @@ class NotExportable(Exception):
 
 
 def pooling_of(model_path: Path) -> str:
-    """`mean` or `cls`, for a model this encoder can run; else `NotExportable`."""
+    """`mean` or `cls`, for a model this encoder can run; else `NotExportable`.
+
+    Reads both ways sentence-transformers has saved a model: module types under
+    `sentence_transformers.models` with `pooling_mode_*_tokens` flags, and (version 6) under
+    `sentence_transformers.*.modules` with one `pooling_mode` string.
+    """
     try:
         modules = json.loads((model_path / "modules.json").read_text(encoding="utf-8"))
-        types = [module["type"] for module in modules]
-        if types not in ([_TRANSFORMER, _POOLING], [_TRANSFORMER, _POOLING, _NORMALIZE]):
+        types = [str(module["type"]) for module in modules]
+        if (
+            not all(t.startswith("sentence_transformers.") for t in types)
+            or [t.rsplit(".", 1)[-1] for t in types] not in _LAYOUTS
+        ):
             raise NotExportable(f"modules {types}")
         pooling = json.loads(
             (model_path / modules[1]["path"] / "config.json").read_text(encoding="utf-8")
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise NotExportable(f"unreadable sentence-transformers layout: {exc}") from exc
-    modes = {key for key, on in pooling.items() if key.startswith("pooling_mode") and on}
-    if modes == {"pooling_mode_mean_tokens"}:
-        return "mean"
-    if modes == {"pooling_mode_cls_token"}:
+    if isinstance(pooling.get("pooling_mode"), str):
+        modes = {str(pooling["pooling_mode"])}
+    else:
+        flags = [key for key, on in pooling.items() if key.startswith("pooling_mode_") and on]
+        modes = {f.removeprefix("pooling_mode_").removesuffix("_tokens") for f in flags}
+    if modes in ({"mean"}, {"cls"}):
+        return modes.pop()
+    if modes == {"cls_token"}:
         return "cls"
     raise NotExportable(f"pooling {sorted(modes)}")
 

@@ -30,14 +30,22 @@ def test_fit_writes_an_embedder_the_config_can_point_to(
     meta = json.loads((out / ARTIFACT_META).read_text())
     assert meta["experts"] == 2 and meta["steps"] >= 1
 
-    async def embed() -> np.ndarray:
-        embedder = SentenceTransformerEmbedder(resolve_embedder_path(str(out)))
+    async def embed(runtime: str, precision: str) -> np.ndarray:
+        embedder = SentenceTransformerEmbedder(
+            resolve_embedder_path(str(out)),
+            runtime=runtime,
+            precision=precision,
+            onnx_dir=tmp_path / "onnx",
+        )
         await embedder.start()
         try:
+            assert embedder.runtime == runtime  # the artifact's layout is exportable
             return await embedder.embed(["book a flight", "cook dinner"])
         finally:
             await embedder.aclose()
 
-    vectors = asyncio.run(embed())
+    vectors = asyncio.run(embed("torch", "float32"))
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(asyncio.run(embed("onnx", "float32")), vectors, atol=1e-5)
+    assert ((asyncio.run(embed("onnx", "int8")) * vectors).sum(axis=1) > 0.99).all()

@@ -197,3 +197,33 @@ def test_only_the_usual_sentence_transformers_shape_is_exported(tmp_path: Path) 
     )
     with pytest.raises(NotExportable, match="Dense"):
         pooling_of(tmp_path)
+
+
+def test_sentence_transformers_6_layouts_are_exported(tmp_path: Path) -> None:
+    """Version 6 saves module types under new paths and one `pooling_mode` string (what
+    `taskgate fit` writes); they are the same modules."""
+    from gateway.routing.onnx_encoder import NotExportable, pooling_of
+
+    def layout(mode: str, last: str = "normalize.Normalize") -> None:
+        st = "sentence_transformers"
+        types = [
+            f"{st}.base.modules.transformer.Transformer",
+            f"{st}.sentence_transformer.modules.pooling.Pooling",
+            f"{st}.base.modules.{last}",
+        ]
+        paths = ["", "1_Pooling", "2"]
+        modules = [{"type": t, "path": p} for t, p in zip(types, paths, strict=True)]
+        (tmp_path / "modules.json").write_text(json.dumps(modules))
+        (tmp_path / "1_Pooling").mkdir(exist_ok=True)
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": mode}))
+
+    layout("mean")
+    assert pooling_of(tmp_path) == "mean"
+    layout("cls")
+    assert pooling_of(tmp_path) == "cls"
+    layout("max")
+    with pytest.raises(NotExportable, match="max"):
+        pooling_of(tmp_path)
+    layout("mean", last="dense.Dense")
+    with pytest.raises(NotExportable, match="Dense"):
+        pooling_of(tmp_path)
