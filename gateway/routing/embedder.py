@@ -133,7 +133,7 @@ class SentenceTransformerEmbedder:
     @property
     def identity(self) -> str:
         """The model directory, the size and time of its weights files, and the quantization
-        (which differs between the runtimes; float32's embeddings agree within 1e-6)."""
+        (which differs between the runtimes; float32's embeddings agree within 1e-5)."""
         if self.precision == "float32":
             return self._model_identity()
         scheme = "per-row-onnx" if self._onnx is not None else "per-channel-unbatched"

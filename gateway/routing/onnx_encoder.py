@@ -6,6 +6,8 @@ by the model's identity, and run by ONNX Runtime's CPU provider. For short texts
 request's cost is mostly per-operator overhead in eager torch; ONNX Runtime fuses the graph
 (attention, layer norm, GELU) and runs it 2.4x faster for one text and 2.1x faster for a
 batch of 64 on one core (benchmarks/NOTES.md). Embeddings match torch's within 1e-6.
+With `int8`, a rewrite of that graph runs instead (`gateway.routing.onnx_int8`), cached
+beside it.
 """
 
 from __future__ import annotations

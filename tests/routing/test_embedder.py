@@ -81,6 +81,11 @@ async def test_int8_embeddings_stay_close_to_float32_and_are_cached_apart() -> N
         SentenceTransformerEmbedder(path, precision="int4")
 
 
+# Texts of different lengths: batched together, they are padded.
+MIXED_LENGTHS = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
+                 "what is 15% of 80", "x"]  # fmt: skip
+
+
 def files_in(folder: Path) -> int:
     return len(list(folder.iterdir()))
 
@@ -91,8 +96,7 @@ async def test_onnx_runtime_gives_torchs_embeddings(tmp_path: Path) -> None:
     onnx_run = SentenceTransformerEmbedder(
         path, precision="float32", cache_size=0, runtime="onnx", onnx_dir=tmp_path
     )
-    texts = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
-             "what is 15% of 80", "x"]  # fmt: skip
+    texts = MIXED_LENGTHS
     await torch_run.start()
     await onnx_run.start()
     try:
@@ -123,8 +127,7 @@ async def test_onnx_int8_is_batch_independent_close_to_float32_and_the_auto_defa
         path, precision="float32", cache_size=0, runtime="onnx", onnx_dir=tmp_path
     )
     auto = SentenceTransformerEmbedder(path, cache_size=0, runtime="auto", onnx_dir=tmp_path)
-    texts = ["convert 5 miles to km", "a much longer request about writing a haiku on autumn",
-             "what is 15% of 80", "x"]  # fmt: skip
+    texts = MIXED_LENGTHS
     await full.start()
     await auto.start()
     try:
