@@ -199,7 +199,9 @@ class SentenceTransformerEmbedder:
                     torch.get_num_threads(),
                     int8=self._precision in ("auto", "int8"),
                 )
-        except (NotExportable, ImportError) as exc:
+        except (NotExportable, ImportError, OSError, RuntimeError) as exc:
+            # OSError: a cache directory it cannot write; RuntimeError: ONNX Runtime refused
+            # the graph. `auto` then runs the model on torch.
             if self._runtime == "onnx":
                 raise EmbedderUnavailable(f"embedder.runtime onnx: {exc}") from exc
             logger.info("embedder runs on torch", extra={"reason": str(exc)})

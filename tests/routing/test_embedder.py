@@ -180,6 +180,15 @@ async def test_auto_falls_back_to_torch_float32_where_onnx_cannot_run(tmp_path: 
     forced = SentenceTransformerEmbedder(max_pooled, runtime="onnx", onnx_dir=tmp_path / "onnx")
     with pytest.raises(EmbedderUnavailable, match="pooling"):
         await forced.start()
+    (tmp_path / "not-a-folder").write_text("")  # a cache directory it cannot create
+    unwritable = SentenceTransformerEmbedder(
+        path, runtime="auto", onnx_dir=tmp_path / "not-a-folder" / "onnx"
+    )
+    await unwritable.start()
+    try:
+        assert (unwritable.runtime, unwritable.precision) == ("torch", "float32")
+    finally:
+        await unwritable.aclose()
     on_gpu = SentenceTransformerEmbedder(path, device="cuda", runtime="onnx", onnx_dir=tmp_path)
     with pytest.raises(EmbedderUnavailable, match="CPU only"):
         await on_gpu.start()
