@@ -156,6 +156,12 @@ async def drain(stream: AsyncIterator[Delta]) -> ExpertResult:
 # Errors. The gateway maps these to HTTP statuses; experts raise nothing else on purpose.
 
 
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message`, or the type alone when the exception has no message (as many of
+    aiohttp's and asyncio's have not): the cause an expert puts in its error."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class ExpertError(Exception):
     """An expert could not answer. Carries the expert's name for the error body.
 

@@ -32,6 +32,7 @@ from experts.base import (
     Health,
     JSONValue,
     Usage,
+    describe_exception,
 )
 from experts.specs import OpenAISpec
 
@@ -158,7 +159,7 @@ class OpenAIExpert:
             async with session.get(self._models_url, timeout=timeout) as response:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Health(ok=False, detail=_describe(exc))
+            return Health(ok=False, detail=describe_exception(exc))
         if status != 200:
             return Health(ok=False, detail=f"GET /models returned {status}")
         try:
@@ -265,7 +266,7 @@ class OpenAIExpert:
 
     def _transport_error(self, exc: BaseException, attempts: int = 1) -> ExpertError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        what = _describe(exc)
+        what = describe_exception(exc)
         prefix = f"upstream {self._spec.base_url}"
         if isinstance(exc, TimeoutError):
             return ExpertTimeout(self.name, f"{prefix} timed out{tries} ({what})")
@@ -291,10 +292,6 @@ async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
             yield line.removesuffix(b"\r").decode("utf-8", "replace")
     if pending:
         yield pending.removesuffix(b"\r").decode("utf-8", "replace")
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _sampling_params(request: ExpertRequest) -> JSONObject:

@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractResolver
 from pydantic import JsonValue
 from yarl import URL
 
-from experts.base import Health, Message
+from experts.base import Health, Message, describe_exception
 from experts.specs import BODY_FIELD, RESPONSE_FIELD, TEXT_FIELD, HttpToolSpec
 from experts.tools.base import (
     ToolError,
@@ -291,10 +291,10 @@ class HttpTool:
         if isinstance(cause, ForbiddenAddress):
             return ToolUnavailable(f"refused to connect to {host}: {cause}")
         if isinstance(exc, TimeoutError):
-            return ToolTimeout(f"{host} did not answer in time ({_describe(exc)})")
+            return ToolTimeout(f"{host} did not answer in time ({describe_exception(exc)})")
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return ToolUnreachable(f"could not connect to {host} ({_describe(exc)})")
-        return ToolUnavailable(f"calling {host} failed ({_describe(exc)})")
+            return ToolUnreachable(f"could not connect to {host} ({describe_exception(exc)})")
+        return ToolUnavailable(f"calling {host} failed ({describe_exception(exc)})")
 
 
 def _fill(template: JsonValue, arguments: Mapping[str, str]) -> JsonValue:
@@ -317,7 +317,3 @@ def _decode(body: bytes, charset: str | None) -> str:
 
 def _too_large(url: URL, limit: int) -> ToolUnavailable:
     return ToolUnavailable(f"{url.host}'s answer is larger than {limit} bytes; dropped")
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
