@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated
 
 import anyio.to_thread
@@ -60,19 +61,7 @@ async def requests(
     """The caller's tenant's latest requests (this process, newest first): the text routed,
     and the decision; promote one with `POST /v1/exemplars`."""
     logged = _gateway(request).activity.recent_requests(context.tenant, limit)
-    data = [
-        {
-            "id": r.id,
-            "created": r.created,
-            "text": r.text,
-            "action": r.action,
-            "expert": r.expert,
-            "score": r.score,
-            "reason": r.reason,
-        }
-        for r in logged
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [asdict(r) for r in logged]})
 
 
 @router.get("/admin/cache")

@@ -5,7 +5,7 @@ those of the experts it chose or offered, configured and learned alike."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from gateway.memory.records import Exemplar, ExemplarStore, Vector
@@ -37,16 +37,7 @@ class Explanation:
             "margin": round(self.margin, 6),
             "scale": self.scale,
             "aggregate": self.aggregate,
-            "exemplars": [
-                {
-                    "expert": s.expert,
-                    "text": s.text,
-                    "similarity": s.similarity,
-                    "source": s.source,
-                    "id": s.id,
-                }
-                for s in self.exemplars
-            ],
+            "exemplars": [asdict(s) for s in self.exemplars],
         }
 
 
