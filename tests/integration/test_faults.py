@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from tests.integration.test_redis_faults import stored_texts
-from tests.support.faults import ANSWER, FaultUpstream
+from tests.support.faults import ANSWER, Call, FaultUpstream
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer, plain_redis
 
@@ -163,6 +163,14 @@ def wait_until(check: Callable[[], bool], within_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def upstream_cancelled(rig: Rig, request_id: str, what: str) -> Call:
+    """The request's one upstream call, once it ended with the gateway hanging up on it."""
+    calls = rig.upstream.calls_for(request_id)
+    assert len(calls) == 1
+    wait_until(lambda: calls[0].outcome == "disconnected", CANCEL_BOUND_S, what)
+    return calls[0]
+
+
 def learn(rig: Rig, http: httpx.Client, text: str) -> None:
     response = http.post("/v1/exemplars", json={"expert": "ok", "text": text, "response": "ok"})
     assert response.status_code == 201, response.text
@@ -282,13 +290,10 @@ def test_a_client_leaving_mid_stream_cancels_the_upstream_request(rig: Rig) -> N
             if '"content":"tick ' in line:
                 break  # the answer is flowing; now go away
     left = time.monotonic()  # the client and its connection are closed
-    calls = rig.upstream.calls_for(request_id)
-    assert len(calls) == 1
-    wait_until(
-        lambda: calls[0].outcome == "disconnected", CANCEL_BOUND_S,
-        "the upstream's answer went on after the client left",
-    )  # fmt: skip
-    assert calls[0].ended is not None and calls[0].ended >= left - 1.0
+    call = upstream_cancelled(
+        rig, request_id, "the upstream's answer went on after the client left"
+    )
+    assert call.ended is not None and call.ended >= left - 1.0
 
 
 def test_a_client_giving_up_on_a_plain_request_cancels_the_upstream_request(rig: Rig) -> None:
@@ -298,12 +303,7 @@ def test_a_client_giving_up_on_a_plain_request_cancels_the_upstream_request(rig:
     body = {"model": "endless", "messages": [{"role": "user", "content": "hi"}]}
     with rig.client(timeout=1.0) as http, pytest.raises(httpx.ReadTimeout):
         http.post("/v1/chat/completions", json=body, headers={"X-Request-Id": request_id})
-    calls = rig.upstream.calls_for(request_id)
-    assert len(calls) == 1
-    wait_until(
-        lambda: calls[0].outcome == "disconnected", CANCEL_BOUND_S,
-        "the upstream's answer went on after the client gave up",
-    )  # fmt: skip
+    upstream_cancelled(rig, request_id, "the upstream's answer went on after the client gave up")
 
 
 # -- Redis goes away ----------------------------------------------------------------------------
