@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/oos_scores.py [--data DIR] [--embedder REF] [--w 0 2 5]
 
-An offline study for the router's next decision rule, not the router itself. Each train
+The offline study behind the router's in-scope gate (`gateway.routing.head`), which
+learns a weighting of these scores on held-out data; the scores here are fixed. Each train
 label is an expert (`oos` rows are negatives), embedded by the gateway's embedder (its
 defaults: int8 on ONNX Runtime where it can), and the same multinomial logistic regression
 the router fits (`gateway.routing.head.fit_linear`, with its "none" column) picks the
 expert. Only the out-of-scope score differs between rows:
 
-* `max probability`: the head's best expert probability (what the router thresholds today,
-  before the similarity evidence is mixed in);
+* `max probability`: the head's best expert probability (what the router thresholded
+  before the gate, without the similarity evidence mixed in);
 * `energy`: log-sum-exp of the head's expert logits;
 * `energy + w * cosine`: plus w times the best cosine to any exemplar;
 * `max cosine`: the nearest exemplar alone.

@@ -164,8 +164,9 @@ class HeadConfig(_Section):
     """The routing head fitted on the exemplars' embeddings (see README, Router accuracy).
 
     `mode`: `auto` fits one when every expert has at least `min_examples` examples, `on`
-    whenever there are two examples per expert, `off` never. `threshold` and `margin` are
-    fixed probabilities that override the calibrated ones.
+    whenever there are two examples per expert, `off` never. `threshold` (on the probability
+    that some expert fits) and `margin` (on the best expert's lead in shares of it) are fixed
+    numbers that override the calibrated ones.
     """
 
     mode: Literal["auto", "on", "off"] = "auto"

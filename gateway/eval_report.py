@@ -46,10 +46,11 @@ def describe(result: EvalResult) -> str:
             f"no head (cosine similarity): threshold {result.threshold:.3f}, "
             f"margin {result.margin:.3f}"
         )
+    gate = "learned" if fit.mix.gate.combined == 0 else "prior (no out-of-scope items)"
     return (
-        f"head: logistic regression + similarity (gamma {fit.mix.gamma:g}), calibrated on "
-        f"{fit.held_out} ({fit.n_held_out} items) for {fit.target}: threshold "
-        f"{result.threshold:.3f}, margin {result.margin:.3f}"
+        f"head: logistic regression + similarity (gamma {fit.mix.gamma:g}), in-scope gate "
+        f"{gate}, calibrated on {fit.held_out} ({fit.n_held_out} items) for {fit.target}: "
+        f"threshold {result.threshold:.3f} (in-scope probability), margin {result.margin:.3f}"
     )
 
 

@@ -57,8 +57,10 @@ class Outcome:
     routed: str | None
     action: str
     best: str
+    # What the threshold applies to (the probability that some expert fits, with a head;
+    # else the best similarity), and the lead the margin applies to.
     score: float
-    runner_up: float
+    margin: float
     latency_ms: float
 
 
@@ -204,8 +206,8 @@ async def _route_all(
                 if isinstance(decision, Clarify)
                 else ("dispatch" if isinstance(decision, Dispatch) else "fallback"),
                 best=ranked[0].expert,
-                score=ranked[0].score,
-                runner_up=ranked[1].score if len(ranked) > 1 else 0.0,
+                score=ranked[0].score if decision.in_scope is None else decision.in_scope,
+                margin=decision.margin,
                 latency_ms=elapsed,
             )
         )
@@ -287,7 +289,7 @@ def threshold_curve(
 ) -> tuple[list[float], list[float], list[float]]:
     """In-scope accuracy and oos recall if the threshold were each of `points` values."""
     scores = np.array([o.score for o in outcomes])
-    gaps = scores - np.array([o.runner_up for o in outcomes])
+    gaps = np.array([o.margin for o in outcomes])
     correct = np.array([o.best == o.label for o in outcomes])
     inside = np.array([o.label != OOS for o in outcomes])
     low, high = float(min(scores.min(), 0.0)), float(max(scores.max(), 1.0))

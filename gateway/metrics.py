@@ -45,7 +45,7 @@ class Metrics:
             ["expert"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.score = Histogram(
-            "taskgate_router_score", "Best expert score of routed requests",
+            "taskgate_router_score", "Score of the chosen (or best) expert",
             buckets=SCORE_BUCKETS, registry=r,
         )  # fmt: skip
         self.margin = Histogram(

@@ -39,6 +39,8 @@ class RouteInfo:
     cached: str | None = None  # exact | semantic
     # How many few-shot exemplars preceded the request.
     fewshot: int = 0
+    # With a fitted routing head: the probability that some expert fits the request.
+    in_scope: float | None = None
 
     def with_expert(self, expert: str, reason: str) -> RouteInfo:
         return replace(self, expert=expert, reason=reason)
@@ -55,6 +57,7 @@ class RouteInfo:
             "expert": self.expert,
             "score": self.score,
             "margin": self.margin,
+            "in_scope": self.in_scope,
             "reason": self.reason,
             "cached": self.cached,
             "fewshot": self.fewshot,
@@ -77,10 +80,19 @@ class Reply:
 
 def route_info(routed: Routed) -> RouteInfo:
     d = routed.decision
-    if isinstance(d, Dispatch):
-        return RouteInfo("dispatch", d.expert, d.score, d.margin, d.candidates, d.reason)
-    if isinstance(d, Fallback):
-        return RouteInfo("fallback", d.expert, d.score, d.margin, d.candidates, d.reason)
+    if isinstance(d, Dispatch | Fallback):
+        action = "dispatch" if isinstance(d, Dispatch) else "fallback"
+        return RouteInfo(
+            action, d.expert, d.score, d.margin, d.candidates, d.reason, in_scope=d.in_scope
+        )
     return RouteInfo(
-        "clarify", None, d.score, d.margin, d.candidates, d.reason, d.question, d.options
+        "clarify",
+        None,
+        d.score,
+        d.margin,
+        d.candidates,
+        d.reason,
+        d.question,
+        d.options,
+        in_scope=d.in_scope,
     )

@@ -76,19 +76,24 @@ function renderRoute(route, explain) {
     ...field("reason", "reason", route.reason),
     ...field("score", "score", number(route.score)),
     ...field("margin", "lead over runner-up", number(route.margin)),
+    ...(route.in_scope === null || route.in_scope === undefined ? []
+      : field("in_scope", "probability some expert fits", number(route.in_scope))),
     ...field("policy", "policy", policy),
     ...field("cached", "cached", route.cached || "no"),
   );
   if (route.question) summary.append(...field("question", "question", route.question));
   $("#route-summary").replaceChildren(summary);
+  // With a head the threshold applies to the probability that some expert fits and the
+  // margin to shares of it, not to these bars: they are drawn on the similarity scale only.
+  const onBars = explain && explain.scale === "similarity";
   scoresChart($("#route-chart"), route.candidates || [], {
-    threshold: explain ? explain.threshold : null,
-    margin: explain ? explain.margin : null,
+    threshold: onBars ? explain.threshold : null,
+    margin: onBars ? explain.margin : null,
     chosen: route.expert,
   });
-  $("#route-caption").textContent = explain
-    ? `${explain.scale === "probability" ? "calibrated probability" : "cosine similarity"} per expert; dashed: threshold, band: required margin`
-    : "";
+  $("#route-caption").textContent = !explain ? ""
+    : onBars ? "cosine similarity per expert; dashed: threshold, band: required margin"
+    : "calibrated probability per expert; they sum to the probability that some expert fits, which the threshold applies to";
   const rows = (explain ? explain.exemplars : []).map((s) => el("tr", { dataset: { expert: s.expert } },
     el("td", { class: "text" }, s.text), el("td", {}, s.expert),
     el("td", { class: "num" }, number(s.similarity)), el("td", {}, s.source)));

@@ -26,6 +26,7 @@ from gateway.routing.head import (
     HEAD_VERSION,
     Combination,
     Floats,
+    Gate,
     Ints,
     LinearHead,
     ProbabilityHead,
@@ -159,7 +160,7 @@ def _subsample(held: HeldOut) -> HeldOut:
     positives = np.flatnonzero(held.labels >= 0)
     room = max(_MAX_CALIBRATION_ITEMS - len(negatives), 1)
     keep = np.sort(np.concatenate([negatives, rng.choice(positives, room, replace=False)]))
-    return HeldOut(held.log_probs[keep], held.similarities[keep], held.labels[keep], held.has_none)
+    return HeldOut(held.logits[keep], held.similarities[keep], held.labels[keep], held.has_none)
 
 
 def _index_of(vectors: Floats, targets: Ints, n_experts: int, dim: int) -> ExemplarIndex:
@@ -173,7 +174,7 @@ def _validation_held_out(
     dim = exemplars.vectors.shape[1]
     index = _index_of(exemplars.vectors, exemplars.targets, len(exemplars.experts), dim)
     sims = index.score_matrix(validation.vectors, options.aggregate, options.top_k)
-    return HeldOut(linear.log_probs(validation.vectors), sims, validation.targets, linear.has_none)
+    return HeldOut(linear.logits(validation.vectors), sims, validation.targets, linear.has_none)
 
 
 def _fold_held_out(exemplars: Exemplars, options: HeadOptions) -> HeldOut:
@@ -205,9 +206,9 @@ def _fold_held_out(exemplars: Exemplars, options: HeadOptions) -> HeldOut:
         index = _index_of(vectors[train], targets[train], n_experts, dim)
         labels = np.where(held_expert[test], -1, targets[test])
         sims = index.score_matrix(vectors[test], options.aggregate, options.top_k)
-        parts.append(HeldOut(linear.log_probs(vectors[test]), sims, labels, linear.has_none))
+        parts.append(HeldOut(linear.logits(vectors[test]), sims, labels, linear.has_none))
     return HeldOut(
-        np.concatenate([p.log_probs for p in parts]),
+        np.concatenate([p.logits for p in parts]),
         np.concatenate([p.similarities for p in parts]),
         np.concatenate([p.labels for p in parts]),
         has_none,
@@ -245,7 +246,9 @@ def _load(cache: ArrayCache, key: str) -> FittedHead | None:
     try:
         report = dict(meta["report"])  # type: ignore[call-overload]
         point = OperatingPoint(**report.pop("point"))
-        mix = Combination(**report.pop("mix"))
+        mix_of = dict(report.pop("mix"))
+        gate = Gate(**mix_of.pop("gate"))
+        mix = Combination(**mix_of, gate=gate)
         linear = LinearHead(
             np.asarray(arrays["weights"], np.float32),
             np.asarray(arrays["bias"], np.float32),

@@ -1,41 +1,64 @@
-"""The routing head: a linear classifier on frozen embeddings, and how its evidence is
-combined with the exemplar similarities into one calibrated probability per expert.
+"""The routing head: a linear classifier on frozen embeddings, and how its evidence and
+the exemplar similarities become calibrated probabilities.
 
 The linear part is a multinomial logistic regression over the experts, with one more
-class, "none", when negative (out-of-scope) examples are known. Its log-probabilities and
-the similarity evidence `s_k` (the router's per-expert exemplar score, runtime exemplars
-included) are combined as
+class, "none", when negative (out-of-scope) examples are known. A request's route is
+decided in two parts, each calibrated on held-out data (`gateway.routing.calibrate`):
 
-    z_k    = alpha * (log p_head(k | x) + gamma * s_k)          for every expert k
-    z_none = alpha *  log p_head(none | x) + theta              (theta alone without negatives)
-    p      = softmax(z_1, ..., z_K, z_none)
+* **which expert**, if one fits: with `l_k` the head's expert logits, `E = logsumexp_k l_k`
+  (the head's energy) and `s_k` the similarity evidence (the router's per-expert exemplar
+  score, runtime exemplars included),
 
-so every expert's score is a probability, the scores and p(none) sum to one, and a
-runtime exemplar that raises `s_k` raises that expert's probability coherently.
-`alpha` (a temperature), `gamma` and `theta` are calibrated on held-out data
-(`gateway.routing.calibrate`).
+      z_k = alpha * (l_k - E + gamma * s_k),      share_k = softmax(z)_k
+
+* **whether any expert fits** (the gate): `in_scope = sigmoid(g)` with
+
+      g = bias + energy * E + similarity * max_k s_k + none * l_none + combined * logsumexp_k z_k
+
+  whose weights are a logistic regression on held-out in-scope and out-of-scope items
+  when there are such items, else `combined = 1` and `bias = alpha * log K` (a request
+  with no evidence for any expert finds "none" as likely as each expert).
+
+An expert's probability is `in_scope * share_k`; with `1 - in_scope` for "none" they sum
+to one. The energy and the best similarity separate out-of-scope requests better than
+the best expert's probability does (`benchmarks/oos_scores.py`), which is why the gate
+is its own score. A runtime exemplar that raises `s_k` raises that expert's share and,
+through the best similarity, the probability that some expert fits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 Floats = NDArray[np.float32]
 Ints = NDArray[np.int64]
-HEAD_VERSION = "1"
+HEAD_VERSION = "2"
 # The bias of an expert the head never saw (no exemplars in a fold): never its choice.
 _ABSENT_BIAS = -30.0
+# The gate's features, in this order (see `gate_features`).
+GATE_FEATURES = ("energy", "similarity", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Weights of the gate's logit (see the module docstring)."""
+
+    bias: float = 0.0
+    energy: float = 0.0
+    similarity: float = 0.0
+    none: float = 0.0
+    combined: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Combination:
     alpha: float = 1.0
     gamma: float = 0.0
-    theta: float = 0.0
+    gate: Gate = field(default_factory=Gate)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -50,12 +73,16 @@ class LinearHead:
     def n_experts(self) -> int:
         return int(self.bias.shape[0]) - int(self.has_none)
 
+    def logits(self, vectors: Floats) -> Floats:
+        """[n, n_experts (+1)]."""
+        rows = np.asarray(vectors, dtype=np.float32).reshape(-1, self.weights.shape[0])
+        out: Floats = rows @ self.weights + self.bias
+        return out
+
     def log_probs(self, vectors: Floats) -> Floats:
-        """Log-softmax of the logits, [n, n_experts (+1)]."""
-        logits = np.asarray(vectors, dtype=np.float32).reshape(-1, self.weights.shape[0])
-        logits = logits @ self.weights + self.bias
-        logits = logits - logits.max(axis=1, keepdims=True)
-        out: Floats = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        """Log-softmax of the logits over every column, [n, n_experts (+1)]."""
+        logits = self.logits(vectors)
+        out: Floats = logits - _logsumexp(logits)[:, None]
         return out.astype(np.float32, copy=False)
 
 
@@ -101,29 +128,78 @@ def _column(label: int, n_experts: int) -> int:
     return n_experts if label < 0 else label
 
 
-def combine(log_probs: Floats, similarities: Floats, has_none: bool, mix: Combination) -> Floats:
-    """Probabilities [n, n_experts + 1]; the last column is p(none)."""
-    n_experts = similarities.shape[1]
-    lp = np.asarray(log_probs, dtype=np.float64).reshape(-1, n_experts + int(has_none))
-    sims = np.asarray(similarities, dtype=np.float64).reshape(-1, n_experts)
-    z = np.empty((lp.shape[0], n_experts + 1), dtype=np.float64)
-    z[:, :n_experts] = mix.alpha * (lp[:, :n_experts] + mix.gamma * sims)
-    z[:, n_experts] = mix.theta + (mix.alpha * lp[:, n_experts] if has_none else 0.0)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    out: Floats = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+def _logsumexp(values: NDArray[np.floating]) -> NDArray[np.floating]:
+    """Row-wise, [n, m] -> [n]."""
+    top = values.max(axis=1)
+    out: NDArray[np.floating] = top + np.log(np.exp(values - top[:, None]).sum(axis=1))
     return out
+
+
+def _split(
+    logits: Floats, similarities: Floats, has_none: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """(expert logits, none logit or zeros, similarities) as float64, shapes checked."""
+    n_experts = similarities.shape[-1]
+    lg = np.asarray(logits, dtype=np.float64).reshape(-1, n_experts + int(has_none))
+    sims = np.asarray(similarities, dtype=np.float64).reshape(-1, n_experts)
+    none = lg[:, n_experts] if has_none else np.zeros(len(lg))
+    return lg[:, :n_experts], none, sims
+
+
+def gate_features(logits: Floats, similarities: Floats, has_none: bool) -> NDArray[np.float64]:
+    """[n, 3]: the head's energy, the best similarity, the "none" logit (0 without one)."""
+    experts, none, sims = _split(logits, similarities, has_none)
+    return np.stack([_logsumexp(experts), sims.max(axis=1), none], axis=1)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Assessment:
+    """Per request: the probability that some expert fits, and each expert's share of it."""
+
+    in_scope: NDArray[np.float64]  # [n]
+    shares: NDArray[np.float64]  # [n, n_experts], rows sum to one
+
+    def probabilities(self) -> Floats:
+        """[n, n_experts + 1]: each expert's probability, then "none"'s."""
+        out = np.concatenate([self.shares * self.in_scope[:, None], 1 - self.in_scope[:, None]], 1)
+        return out.astype(np.float32)
+
+
+def combine(logits: Floats, similarities: Floats, has_none: bool, mix: Combination) -> Assessment:
+    experts, none, sims = _split(logits, similarities, has_none)
+    energy = _logsumexp(experts)
+    z = mix.alpha * (experts - energy[:, None] + mix.gamma * sims)
+    combined = _logsumexp(z)
+    shares = np.exp(z - combined[:, None])
+    gate = mix.gate
+    g = (
+        gate.bias
+        + gate.energy * energy
+        + gate.similarity * sims.max(axis=1)
+        + gate.none * none
+        + gate.combined * combined
+    )
+    in_scope = 0.5 * (1.0 + np.tanh(0.5 * g))  # the logistic function, without overflow
+    return Assessment(in_scope, shares / shares.sum(axis=1, keepdims=True))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ProbabilityHead:
-    """What the router asks at request time: the probability of each expert and of none."""
+    """What the router asks at request time."""
 
     linear: LinearHead
     mix: Combination
 
-    def probabilities(self, vector: Floats, similarities: Sequence[float] | Floats) -> Floats:
+    def assess(
+        self, vector: Floats, similarities: Sequence[float] | Floats
+    ) -> tuple[float, NDArray[np.float64]]:
+        """(probability that some expert fits, each expert's share of it)."""
         sims = np.asarray(similarities, dtype=np.float32).reshape(1, -1)
-        probs = combine(self.linear.log_probs(vector), sims, self.linear.has_none, self.mix)
-        row: Floats = probs[0]
-        return row
+        found = combine(self.linear.logits(vector), sims, self.linear.has_none, self.mix)
+        return float(found.in_scope[0]), found.shares[0]
+
+    def probabilities(self, vector: Floats, similarities: Sequence[float] | Floats) -> Floats:
+        """[n_experts + 1]: each expert's probability, then "none"'s; they sum to one."""
+        in_scope, shares = self.assess(vector, similarities)
+        out: Floats = np.append(shares * in_scope, 1.0 - in_scope).astype(np.float32)
+        return out

@@ -2,15 +2,17 @@
 
 An expert's similarity is the cosine similarity of the request to that expert's exemplar
 vectors, aggregated by `max` or by the mean of the top k. Without a fitted head that is
-its score; with one (`gateway.routing.head`), the score is the head's calibrated
-probability, which combines the head's evidence with the similarities. The rules:
+its score, and the rules apply to the similarities:
 
 * the best score must clear `threshold`, else `on_no_match` applies (clarify or fallback);
-  with a head, when the best two together clear it (and the runner-up has at least half
-  the best's probability) the request is ambiguous between them rather than out of
-  scope, and the gateway asks which (Clarify, close margin);
 * the best must lead the runner-up by `margin`, else the gateway asks (Clarify);
 * a preferred expert (the one that answered the previous turn) wins a near-tie.
+
+With a head (`gateway.routing.head`), an expert's score is its calibrated probability,
+`in_scope * share`: `threshold` applies to `in_scope`, the probability that some expert
+fits (below it: no match), and `margin` to the lead of the best expert's share over the
+runner-up's (below it: the request is ambiguous between them, and the gateway asks which).
+A decision's `margin` is the lead the rule compared, and `in_scope` is set with a head.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Dispatch:
     margin: float
     candidates: tuple[Candidate, ...]
     reason: str = "match"
+    in_scope: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Clarify:
     reason: Literal["close_margin", "no_match"]
     score: float
     margin: float
+    in_scope: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ class Fallback:
     score: float
     margin: float
     reason: str = "no_match"
+    in_scope: float | None = None
 
 
 Decision = Dispatch | Clarify | Fallback
@@ -207,11 +212,20 @@ class Router:
         self, vector: Vector, extra: Mapping[str, Sequence[float]] | None = None
     ) -> tuple[Candidate, ...]:
         """Experts best first, with their scores (probabilities when a head is fitted)."""
-        scores = self.index.scores(vector, self.policy.aggregate, self.policy.top_k, extra)
+        return self._assess(vector, extra).ranked
+
+    def _assess(self, vector: Vector, extra: Mapping[str, Sequence[float]] | None) -> _Assessed:
+        similarities = self.index.scores(vector, self.policy.aggregate, self.policy.top_k, extra)
+        in_scope: float | None = None
+        relative: NDArray[np.floating] = similarities
+        scores: NDArray[np.floating] = similarities
         if self.head is not None:
-            scores = self.head.probabilities(vector, scores)[:-1]
-        order = np.argsort(-scores, kind="stable")
-        return tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
+            in_scope, relative = self.head.assess(vector, similarities)
+            scores = relative * in_scope
+        order = np.argsort(-relative, kind="stable")
+        ranked = tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
+        leads = {self.index.experts[i]: round(float(relative[i]), 6) for i in order}
+        return _Assessed(ranked, leads, None if in_scope is None else round(in_scope, 6))
 
     def decide(
         self,
@@ -220,44 +234,40 @@ class Router:
         extra: Mapping[str, Sequence[float]] | None = None,
     ) -> Decision:
         """Decide for `vector`; `extra` are further exemplar similarities per expert."""
-        ranked = self.rank(vector, extra)
+        assessed = self._assess(vector, extra)
+        ranked, relative, in_scope = assessed.ranked, assessed.relative, assessed.in_scope
         if not ranked:
             raise ValueError("router has no experts")
         best = ranked[0]
+        top = relative[best.expert]
         floor = 0.0 if self.head is not None else -1.0
-        runner_up = ranked[1].score if len(ranked) > 1 else floor
-        margin = round(best.score - runner_up, 6)
+        runner_up = relative[ranked[1].expert] if len(ranked) > 1 else floor
+        margin = round(top - runner_up, 6)
         policy = self.policy
-        if best.score < policy.threshold and not self._split(best.score, runner_up):
+        level = top if in_scope is None else in_scope
+        if level < policy.threshold:
             if policy.on_no_match == "fallback" and policy.fallback is not None:
-                return Fallback(policy.fallback, ranked, best.score, margin)
-            return self._clarify(ranked, "no_match", margin)
+                return Fallback(policy.fallback, ranked, best.score, margin, in_scope=in_scope)
+            return self._clarify(assessed, "no_match", margin)
         preferred = next((c for c in ranked if c.expert == prefer), None)
-        if preferred is not None and self._wins_tie(best, preferred):
-            return Dispatch(preferred.expert, preferred.score, margin, ranked, reason="preferred")
-        if best.score >= policy.threshold and margin >= policy.margin:
-            return Dispatch(best.expert, best.score, margin, ranked)
-        return self._clarify(ranked, "close_margin", margin)
+        if preferred is not None and self._wins_tie(assessed, best, preferred):
+            return Dispatch(
+                preferred.expert, preferred.score, margin, ranked, "preferred", in_scope
+            )
+        if margin >= policy.margin:
+            return Dispatch(best.expert, best.score, margin, ranked, in_scope=in_scope)
+        return self._clarify(assessed, "close_margin", margin)
 
-    def _split(self, best: float, runner_up: float) -> bool:
-        """With a head: the best two share enough probability to clear the threshold, and
-        the runner-up has at least half the best's (a choice between two, not a guess)."""
-        return (
-            self.head is not None
-            and best + runner_up >= self.policy.threshold
-            and runner_up >= best / 2
-        )
-
-    def _wins_tie(self, best: Candidate, preferred: Candidate) -> bool:
+    def _wins_tie(self, assessed: _Assessed, best: Candidate, preferred: Candidate) -> bool:
+        """The preferred expert is close enough to the best (which cleared the threshold);
+        without a head its own similarity must clear the threshold too."""
         policy = self.policy
         if preferred.expert == best.expert:
             return False
         near = policy.margin if policy.prefer_margin is None else policy.prefer_margin
-        if self.head is not None:
-            clears = preferred.score + best.score >= policy.threshold
-        else:
-            clears = preferred.score >= policy.threshold
-        return clears and best.score - preferred.score < near
+        own = assessed.relative[preferred.expert]
+        clears = self.head is not None or own >= policy.threshold
+        return clears and assessed.relative[best.expert] - own < near
 
     def closest_profile(
         self, vector: Vector, options: Sequence[str], min_score: float
@@ -275,21 +285,34 @@ class Router:
 
     def _clarify(
         self,
-        ranked: Sequence[Candidate],
+        assessed: _Assessed,
         reason: Literal["close_margin", "no_match"],
         margin: float,
     ) -> Clarify:
+        ranked, relative = assessed.ranked, assessed.relative
         limit = self.policy.max_candidates
         if reason == "close_margin":
-            # Offer those that clear the threshold and are close to the best, at least two.
-            cutoff = ranked[0].score - 2 * self.policy.margin
-            close = [c for c in ranked if c.score >= self.policy.threshold and c.score >= cutoff]
+            # Offer those close to the best (without a head: that clear the threshold too),
+            # at least two.
+            cutoff = relative[ranked[0].expert] - 2 * self.policy.margin
+            floor = max(cutoff, self.policy.threshold if self.head is None else cutoff)
+            close = [c for c in ranked if relative[c.expert] >= floor]
             options = close if len(close) >= 2 else list(ranked[:2])
         else:
             options = list(ranked)
         names = tuple(c.expert for c in options[:limit])
         question = question_for([self.profiles[name] for name in names], reason)
-        return Clarify(question, names, tuple(ranked), reason, ranked[0].score, margin)
+        return Clarify(question, names, ranked, reason, ranked[0].score, margin, assessed.in_scope)
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessed:
+    """Experts best first with their scores; each one's value on the margin's scale (its
+    similarity, or its share with a head); the probability that some expert fits."""
+
+    ranked: tuple[Candidate, ...]
+    relative: Mapping[str, float]
+    in_scope: float | None
 
 
 async def build_router(

@@ -12,7 +12,8 @@ from gateway.routing.calibrate import (
     choose_point,
     dispatched,
     fit_combination,
-    top_two,
+    fit_gate,
+    lead,
 )
 from gateway.routing.head import combine
 
@@ -27,7 +28,8 @@ def flags(*values: int) -> np.ndarray:
 
 # Ten in-scope items (the last two routed to the wrong expert) and five out of scope.
 BEST = scores(0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.45, 0.75, 0.55, 0.4, 0.3, 0.2)
-SECOND = np.zeros_like(BEST)
+# Every item's expert leads clearly: only the threshold decides.
+SECOND = np.ones_like(BEST)
 CORRECT = flags(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0)
 NEGATIVE = flags(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1)
 
@@ -73,7 +75,7 @@ def test_unreachable_target_reports_the_closest_point() -> None:
 def test_margin_is_chosen_when_it_separates_the_mistakes() -> None:
     # The wrong in-scope items are near-ties; the right ones lead clearly.
     best = scores(0.9, 0.9, 0.9, 0.9, 0.6, 0.6)
-    second = scores(0.05, 0.05, 0.05, 0.05, 0.55, 0.55)
+    second = scores(0.85, 0.85, 0.85, 0.85, 0.05, 0.05)  # the leads
     correct = flags(1, 1, 1, 1, 0, 0)
     negative = flags(0, 0, 0, 0, 0, 0)
     point = choose_point(best, second, correct, negative, Target("precision", 0.99))
@@ -92,8 +94,23 @@ def test_dispatch_all_and_nothing_are_possible_points() -> None:
     assert point.threshold > 0.9 and point.in_scope_accuracy == 0.0
 
 
+def test_out_of_scope_items_count_as_turned_away_only_below_the_threshold() -> None:
+    # Two out-of-scope items clear the threshold but not the margin: the router would ask
+    # "which of two?", which does not turn them away.
+    score = scores(0.9, 0.9, 0.9, 0.9, 0.9, 0.1)
+    gap = scores(0.8, 0.8, 0.8, 0.01, 0.01, 0.8)
+    correct = flags(1, 1, 1, 0, 0, 0)
+    negative = flags(0, 0, 0, 1, 1, 1)
+    point = choose_point(score, gap, correct, negative, Target("oos_recall", 0.9))
+    assert point.met and point.oos_recall == 1.0
+    assert point.threshold > 0.9 and point.in_scope_accuracy == 0.0
+    loose = choose_point(score, gap, correct, negative, Target("oos_recall", 0.3))
+    assert loose.in_scope_accuracy == 1.0 and loose.oos_recall == pytest.approx(1 / 3)
+
+
 def synthetic_held_out(seed: int = 0, n: int = 400) -> HeldOut:
-    """Three experts; the head is noisy, the similarity evidence is informative."""
+    """Three experts; the head is noisy, the similarity evidence is informative, and
+    out-of-scope items have neither a leading logit nor a high similarity."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(-1, 3, size=n)
     logits = rng.normal(0, 1.0, size=(n, 3))
@@ -101,18 +118,47 @@ def synthetic_held_out(seed: int = 0, n: int = 400) -> HeldOut:
     inside = labels >= 0
     logits[inside, labels[inside]] += 1.5
     sims[inside, labels[inside]] += 0.4
-    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    return HeldOut(log_probs.astype(np.float32), sims.astype(np.float32), labels, False)
+    return HeldOut(logits.astype(np.float32), sims.astype(np.float32), labels, False)
 
 
 def test_combination_probabilities_are_calibrated_on_held_out_data() -> None:
     held = synthetic_held_out()
     mix = fit_combination(held, gamma=3.0)
-    probs = combine(held.log_probs, held.similarities, held.has_none, mix)
+    found = combine(held.logits, held.similarities, held.has_none, mix)
+    probs = found.probabilities()
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
     assert ((probs >= 0) & (probs <= 1)).all()
     # Calibrated: the mean probability of "none" is close to the share of negatives.
-    assert probs[:, -1].mean() == pytest.approx((held.labels < 0).mean(), abs=0.05)
+    assert probs[:, -1].mean() == pytest.approx((held.labels < 0).mean(), abs=0.02)
+    # And the best expert's share is about as often right as it claims.
+    inside = held.labels >= 0
+    choice, _ = lead(found.shares[inside])
+    claimed = found.shares[inside].max(axis=1).mean()
+    assert (choice == held.labels[inside]).mean() == pytest.approx(claimed, abs=0.05)
+
+
+def test_gate_learns_from_energy_and_similarity() -> None:
+    held = synthetic_held_out()
+    gate = fit_gate(held)
+    assert gate.energy > 0 and gate.similarity > 0 and gate.none == 0.0
+    assert gate.combined == 0.0
+    # The in-scope probability ranks fresh in-scope items above out-of-scope ones.
+    fresh = synthetic_held_out(seed=2)
+    in_scope = combine(fresh.logits, fresh.similarities, False, fit_combination(held, 0.0))
+    inside, outside = in_scope.in_scope[fresh.labels >= 0], in_scope.in_scope[fresh.labels < 0]
+    assert (inside[:, None] > outside[None, :]).mean() > 0.9
+
+
+def test_without_negatives_the_gate_is_a_prior() -> None:
+    held = synthetic_held_out()
+    inside = held.labels >= 0
+    positives = HeldOut(held.logits[inside], held.similarities[inside], held.labels[inside], False)
+    mix = fit_combination(positives, gamma=0.0)
+    assert mix.gate.combined == 1.0
+    assert mix.gate.bias == pytest.approx(mix.alpha * np.log(3), abs=1e-5)
+    # No evidence for any expert: "none" is as likely as each of the three.
+    flat = combine(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), False, mix)
+    assert flat.probabilities()[0] == pytest.approx([0.25] * 4, abs=1e-5)
 
 
 def test_calibrate_uses_the_similarity_evidence_when_it_helps() -> None:
@@ -123,16 +169,16 @@ def test_calibrate_uses_the_similarity_evidence_when_it_helps() -> None:
     assert chosen.point.oos_recall >= 0.9
     # It holds (roughly) on fresh data from the same distribution.
     fresh = synthetic_held_out(seed=1)
-    probs = combine(fresh.log_probs, fresh.similarities, fresh.has_none, chosen.mix)
-    _, best, second = top_two(probs)
-    sent = dispatched(best, second, chosen.point.threshold, chosen.point.margin)
+    found = combine(fresh.logits, fresh.similarities, fresh.has_none, chosen.mix)
+    _, gap = lead(found.shares)
+    sent = dispatched(found.in_scope, gap, chosen.point.threshold, chosen.point.margin)
     assert (~sent[fresh.labels < 0]).mean() >= 0.8
 
 
 def test_oos_recall_needs_negatives() -> None:
     held = synthetic_held_out()
     inside = HeldOut(
-        held.log_probs[held.labels >= 0],
+        held.logits[held.labels >= 0],
         held.similarities[held.labels >= 0],
         held.labels[held.labels >= 0],
         False,

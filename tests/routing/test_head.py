@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gateway.routing.fitting import HeadOptions, fit_head, head_wanted
-from gateway.routing.head import Combination, ProbabilityHead, combine, fit_linear
+from gateway.routing.head import Combination, Gate, ProbabilityHead, combine, fit_linear
 from tests.routing.synthetic import clusters
 
 
@@ -40,14 +40,26 @@ def test_two_experts_use_the_binary_model() -> None:
 
 
 def test_combination_sums_to_one_and_similarity_raises_an_expert() -> None:
-    log_probs = np.log(np.array([[0.5, 0.3, 0.2]], dtype=np.float32))
-    mix = Combination(alpha=1.0, gamma=3.0, theta=0.0)
-    low = combine(log_probs, np.array([[0.2, 0.2, 0.2]], np.float32), False, mix)
-    high = combine(log_probs, np.array([[0.2, 0.9, 0.2]], np.float32), False, mix)
+    logits = np.log(np.array([[0.5, 0.3, 0.2]], dtype=np.float32))
+    mix = Combination(alpha=1.0, gamma=3.0, gate=Gate(similarity=4.0, combined=0.0))
+    low = combine(logits, np.array([[0.2, 0.2, 0.2]], np.float32), False, mix).probabilities()
+    high = combine(logits, np.array([[0.2, 0.9, 0.2]], np.float32), False, mix).probabilities()
     assert low.shape == (1, 4)
     assert low.sum() == pytest.approx(1.0) and high.sum() == pytest.approx(1.0)
     assert high[0, 1] > low[0, 1]
     assert high[0, 1] > high[0, 0]
+    # A higher best similarity makes it likelier that some expert fits.
+    assert high[0, -1] < low[0, -1]
+
+
+def test_shares_do_not_depend_on_the_gate() -> None:
+    logits = np.array([[2.0, 1.0, 0.0, 5.0]], dtype=np.float32)  # the last is "none"
+    sims = np.array([[0.5, 0.4, 0.1]], dtype=np.float32)
+    a = combine(logits, sims, True, Combination(gamma=1.0, gate=Gate(none=-1.0, combined=0.0)))
+    b = combine(logits, sims, True, Combination(gamma=1.0, gate=Gate(bias=3.0)))
+    assert np.allclose(a.shares, b.shares)
+    assert a.in_scope[0] == pytest.approx(1 / (1 + np.exp(5.0)))
+    assert a.in_scope[0] < b.in_scope[0]
 
 
 def test_probability_head_scores_one_request() -> None:
@@ -56,6 +68,8 @@ def test_probability_head_scores_one_request() -> None:
     probs = head.probabilities(data.vectors[0], [0.9, 0.1, 0.1])
     assert probs.shape == (4,) and probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert int(np.argmax(probs[:-1])) == 0
+    in_scope, shares = head.assess(data.vectors[0], [0.9, 0.1, 0.1])
+    assert np.allclose(shares * in_scope, probs[:-1], atol=1e-6)
 
 
 def test_head_wanted_needs_enough_examples() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.routing.head import Combination, LinearHead, ProbabilityHead
+from gateway.routing.head import Combination, Gate, LinearHead, ProbabilityHead
 from gateway.routing.router import Clarify, Dispatch, Fallback, Router, RouterPolicy
 from tests.routing.test_router import PROFILES, make_router, unit
 
@@ -15,7 +15,7 @@ def head_router(**policy: object) -> Router:
     weights = np.zeros((4, 3), dtype=np.float32)
     weights[0, 0] = weights[1, 1] = weights[2, 2] = 6.0
     linear = LinearHead(weights, np.zeros(3, np.float32), has_none=False)
-    head = ProbabilityHead(linear, Combination(alpha=1.0, gamma=2.0, theta=1.0))
+    head = ProbabilityHead(linear, Combination(alpha=1.0, gamma=2.0, gate=Gate(bias=-1.0)))
     plain = make_router()
     settings = {"threshold": 0.5, "margin": 0.0, **policy}
     return Router(plain.index, RouterPolicy(**settings), PROFILES, head=head)  # type: ignore[arg-type]
@@ -35,11 +35,14 @@ def test_clear_request_dispatches_with_its_probability() -> None:
     assert isinstance(decision, Dispatch)
     assert decision.expert == "calculator"
     assert 0.5 <= decision.score <= 1.0
-    assert decision.margin == pytest.approx(decision.score - decision.candidates[1].score)
+    # The margin is the lead in shares of the probability that some expert fits.
+    assert decision.in_scope is not None and decision.score <= decision.in_scope <= 1.0
+    lead = decision.score - decision.candidates[1].score
+    assert decision.margin == pytest.approx(lead / decision.in_scope, abs=1e-5)
 
 
 def test_request_between_two_experts_asks_which() -> None:
-    decision = head_router().decide(unit(1, 1, 0, 0))
+    decision = head_router(margin=0.2).decide(unit(1, 1, 0, 0))
     assert isinstance(decision, Clarify)
     assert decision.reason == "close_margin"
     assert set(decision.options) == {"calculator", "units"}
@@ -52,10 +55,18 @@ def test_request_like_no_expert_is_no_match() -> None:
     assert isinstance(router.decide(unit(0, 0, 0, 1)), Fallback)
 
 
-def test_margin_applies_to_probabilities() -> None:
-    strict = head_router(threshold=0.3, margin=0.9)
-    decision = strict.decide(unit(1, 0.1, 0, 0))
-    assert isinstance(decision, Clarify) and decision.reason == "close_margin"
+def test_margin_applies_to_shares_and_threshold_to_in_scope() -> None:
+    vector = unit(1, 0.1, 0, 0)
+    clear = head_router().decide(vector)
+    assert isinstance(clear, Dispatch) and clear.in_scope is not None
+    strict = head_router(margin=clear.margin + 0.001).decide(vector)
+    assert isinstance(strict, Clarify) and strict.reason == "close_margin"
+    # The threshold compares the probability that some expert fits, not the best's.
+    assert clear.score < clear.in_scope
+    between = (clear.score + clear.in_scope) / 2
+    assert isinstance(head_router(threshold=between).decide(vector), Dispatch)
+    above = head_router(threshold=clear.in_scope + 0.001).decide(vector)
+    assert isinstance(above, Clarify) and above.reason == "no_match"
 
 
 def test_runtime_exemplars_raise_their_experts_probability() -> None:

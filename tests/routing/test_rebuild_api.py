@@ -96,9 +96,13 @@ def test_route_scores_are_calibrated_probabilities(served: Served) -> None:
     assert isinstance(candidates, list)
     scores = [c["score"] for c in candidates]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert sum(scores) <= 1.0 + 1e-5
     assert route["score"] == scores[0] >= 0.8
-    assert route["margin"] == pytest.approx(scores[0] - scores[1], abs=1e-5)
+    # The rest of the probability is "none": in_scope is the probability some expert fits.
+    in_scope = route["in_scope"]
+    assert isinstance(in_scope, float) and scores[0] <= in_scope <= 1.0
+    assert sum(scores) == pytest.approx(in_scope, abs=1e-5)
+    # The margin is the best expert's lead in shares of in_scope.
+    assert route["margin"] == pytest.approx((scores[0] - scores[1]) / in_scope, abs=1e-4)
 
 
 def test_rebuild_with_new_exemplars_changes_decisions_without_dropping_requests(
