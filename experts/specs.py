@@ -125,6 +125,10 @@ class FusionSpec(ExpertSpecBase):
     context_tokens: int = Field(default=2048, ge=16)
     # Rows decoded together (continuous batching); further requests wait for a free row.
     max_batch: int = Field(default=16, ge=1, le=256)
+    # dynamic: each model with its own growing cache, eager; static: caches allocated
+    # once (max_batch x context_tokens) and, on CUDA, steps replayed as CUDA graphs;
+    # auto: static on CUDA, dynamic on CPU.
+    engine: Literal["auto", "dynamic", "static"] = "auto"
     system_prompt: str | None = None
     threads: int | None = Field(default=None, ge=1)
 

@@ -29,6 +29,7 @@ from experts.fusion.members import StepModel
 from experts.fusion.objective import fused_logits, prepare
 from experts.fusion.rows import Row
 from experts.fusion.solvers import Solver
+from experts.fusion.static import DynamicMembers, MemberSet
 from experts.fusion.vocab import SharedVocab
 
 logger = logging.getLogger(__name__)
@@ -106,23 +107,25 @@ class PlainCombiner:
 class BatchDecoder:
     """Decodes every submitted row together; rows join and leave between steps.
 
-    Runs on one thread: `serve` (a worker thread until `stopping` is set) or
-    `run_until_idle` (tests, benchmarks). `submit` may be called from any thread.
+    `members`: the models as `StepModel`s (stepped one after the other, eagerly), or a
+    `MemberSet` such as `StaticMembers` (static caches and CUDA graphs). Runs on one
+    thread: `serve` (a worker thread until `stopping` is set) or `run_until_idle` (tests,
+    benchmarks). `submit` may be called from any thread.
     """
 
     def __init__(
         self,
-        members: Sequence[StepModel],
+        members: Sequence[StepModel] | MemberSet,
         combiner: Combiner,
         *,
         max_batch: int = 16,
         clock: Clock = no_clock,
     ) -> None:
-        self._members, self._combiner = list(members), combiner
+        self._members = DynamicMembers(members) if isinstance(members, Sequence) else members
+        self._combiner = combiner
         self._max_batch, self._clock = max_batch, clock
         self._waiting: queue.Queue[Row | None] = queue.Queue()
         self._rows: list[Row] = []
-        self._logits: list[Tensor] = []
         self._previous: Tensor | None = None  # last step's weights, [B, T]
 
     @property
@@ -172,7 +175,7 @@ class BatchDecoder:
 
     def _step(self) -> None:
         with self._clock("combine"):
-            scores, alpha = self._combiner(self._logits, self._current_previous())
+            scores, alpha = self._members.combine(self._combiner, self._current_previous())
         with self._clock("sample"):
             tokens = self._choose(scores)
         with self._clock("host"):
@@ -184,7 +187,7 @@ class BatchDecoder:
             tokens = self._retire(keep, tokens)
         if self._rows:
             with self._clock("forward"):
-                self._logits = [member.step(tokens) for member in self._members]
+                self._members.forward(tokens)
 
     def _choose(self, scores: Tensor) -> Tensor:
         """Each row's own transforms (repetition penalty, temperature, top-k/p), then pick."""
@@ -211,12 +214,7 @@ class BatchDecoder:
                 continue
             self._rows.append(row)  # a failure below fails it with the others
             with self._clock("prefill"):
-                fresh = [member.prefill(row.plan.prompt_ids) for member in self._members]
-            if self._logits:
-                fresh = [
-                    torch.cat([old, new]) for old, new in zip(self._logits, fresh, strict=True)
-                ]
-            self._logits = fresh
+                self._members.admit(row.plan.prompt_ids)
             if self._previous is not None:
                 zeros = self._previous.new_zeros((1, self._previous.shape[1]))
                 self._previous = torch.cat([self._previous, zeros])
@@ -228,13 +226,11 @@ class BatchDecoder:
             return tokens if tokens is not None else empty
         kept = [i for i, flag in enumerate(keep) if flag]
         self._rows = [self._rows[i] for i in kept]
-        for member in self._members:
-            member.keep(kept)
+        self._members.keep(kept)
         if not kept:
             self._reset()
             return empty
-        index = torch.tensor(kept, dtype=torch.long, device=self._logits[0].device)
-        self._logits = [logits.index_select(0, index) for logits in self._logits]
+        index = torch.tensor(kept, dtype=torch.long, device=self._members.device)
         if self._previous is not None:
             self._previous = self._previous.index_select(0, index)
         return tokens.index_select(0, index) if tokens is not None else empty
@@ -242,11 +238,10 @@ class BatchDecoder:
     def _current_previous(self) -> Tensor:
         rows = len(self._rows)
         if self._previous is None or self._previous.shape[0] != rows:
-            device = self._logits[0].device
+            device = self._members.device
             self._previous = torch.zeros((rows, self._combiner.experts), device=device)
         return self._previous
 
     def _reset(self) -> None:
-        self._rows, self._logits, self._previous = [], [], None
-        for member in self._members:
-            member.reset()
+        self._rows, self._previous = [], None
+        self._members.reset()

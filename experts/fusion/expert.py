@@ -147,7 +147,9 @@ class FusionExpert:
         solver = build_solver(spec.solver, spec.alpha, spec.alpha_max)
         vocab = loaded.vocab.to(loaded.device)
         combiner = FusionCombiner(solver, vocab, experts=len(spec.experts))
-        decoder = BatchDecoder(loaded.members, combiner, max_batch=spec.max_batch)
+        # A row holds at most context_tokens (prompt and answer); one more column of room.
+        members = loaded.member_set(spec.engine, spec.max_batch, spec.context_tokens + 1)
+        decoder = BatchDecoder(members, combiner, max_batch=spec.max_batch)
         stopping = threading.Event()
         thread = threading.Thread(
             target=decoder.serve, args=(stopping,), name=f"taskgate-fusion-{self.name}", daemon=True

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from experts.fusion.members import CausalLMMember
+from experts.fusion.static import DynamicMembers, MemberSet, StaticMembers
 from experts.fusion.vocab import MemberVocab, SharedVocab, shared_vocab
 from experts.prompting import DTYPES, ChatTokenizer, eos_ids
 from experts.specs import FusionSpec
@@ -37,7 +38,7 @@ class LoadedFusion:
     """The members in decoding order (large, small base, experts), ready to decode."""
 
     tokenizer: FusionTokenizer  # the large model's: chat template and detokenisation
-    members: tuple[CausalLMMember, ...]
+    modules: tuple[torch.nn.Module, ...]
     vocab: SharedVocab
     eos_ids: frozenset[int]
     device: torch.device
@@ -45,7 +46,13 @@ class LoadedFusion:
 
     def describe(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"{len(self.members)} models on {self.device.type}/{dtype}, vocab {self.vocab.size}"
+        return f"{len(self.modules)} models on {self.device.type}/{dtype}, vocab {self.vocab.size}"
+
+    def member_set(self, engine: str, max_rows: int, max_len: int) -> MemberSet:
+        """The members as the decoder steps them: `engine` auto, dynamic or static."""
+        if engine == "static" or (engine == "auto" and self.device.type == "cuda"):
+            return StaticMembers(self.modules, max_rows=max_rows, max_len=max_len)
+        return DynamicMembers([CausalLMMember(module) for module in self.modules])
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +88,9 @@ def load_fusion(spec: FusionSpec, cache_dir: Path) -> LoadedFusion:
     large = chosen[0]
     if not large.tokenizer.chat_template:
         raise ModelUnavailable(f"{spec.large} has no chat template")
-    members = tuple(CausalLMMember(model.module) for model in chosen)
+    modules = tuple(model.module for model in chosen)
     eos = eos_ids(large.tokenizer, large.module)
-    return LoadedFusion(large.tokenizer, members, vocab, eos, device, dtype)
+    return LoadedFusion(large.tokenizer, modules, vocab, eos, device, dtype)
 
 
 def _vocabs(roles: Sequence[tuple[str, str]], models: Sequence[_Model]) -> list[MemberVocab]:

@@ -51,9 +51,8 @@ class CausalLMMember:
     def __init__(self, model: torch.nn.Module) -> None:
         self._model = model
         self._config = getattr(model, "config", None)
-        parameters = inspect.signature(model.forward).parameters
-        self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
-        self._keeps_last = "logits_to_keep" in parameters
+        self._cache_keyword = cache_keyword(model)
+        self._keeps_last = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._device = next(model.parameters()).device
         if not all(type(layer).__name__ == "DynamicLayer" for layer in self._new_cache().layers):
             raise ValueError("only full-attention models are supported (no sliding windows)")
@@ -98,7 +97,7 @@ class CausalLMMember:
         self._mask = mask[:, start:].contiguous()
         self._cache = self._rebuild(
             [(k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-             for k, v in self._pairs(self._cache)]
+             for k, v in cache_pairs(self._cache)]
         )  # fmt: skip
 
     def reset(self) -> None:
@@ -111,16 +110,6 @@ class CausalLMMember:
 
     def _rebuild(self, pairs: list[tuple[Tensor, Tensor]]) -> DynamicCache:
         return DynamicCache(ddp_cache_data=pairs, config=self._config)
-
-    @staticmethod
-    def _pairs(cache: DynamicCache) -> list[tuple[Tensor, Tensor]]:
-        pairs = []
-        for layer in cache.layers:
-            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-            if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
-                raise RuntimeError(f"unexpected cache layer {type(layer).__name__}")
-            pairs.append((keys, values))
-        return pairs
 
     def _forward(
         self, ids: Tensor, cache: DynamicCache, mask: Tensor | None, positions: Tensor | None
@@ -146,13 +135,30 @@ class CausalLMMember:
         pairs = [
             (torch.cat([_pad(k, old_pad), _pad(nk, new_pad)]),
              torch.cat([_pad(v, old_pad), _pad(nv, new_pad)]))
-            for (k, v), (nk, nv) in zip(self._pairs(self._cache), self._pairs(cache), strict=True)
+            for (k, v), (nk, nv) in zip(cache_pairs(self._cache), cache_pairs(cache), strict=True)
         ]  # fmt: skip
         self._mask = torch.cat(
             [torch.nn.functional.pad(self._mask, (old_pad, 0)),
              torch.nn.functional.pad(row_mask, (new_pad, 0))]
         )  # fmt: skip
         self._cache = self._rebuild(pairs)
+
+
+def cache_keyword(module: torch.nn.Module) -> str:
+    """The forward's name for the cache argument (`cache` in newer transformers)."""
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_pairs(cache: DynamicCache) -> list[tuple[Tensor, Tensor]]:
+    """(keys, values) per layer of a filled dynamic cache, each [B, H, T, D]."""
+    pairs = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise RuntimeError(f"unexpected cache layer {type(layer).__name__}")
+        pairs.append((keys, values))
+    return pairs
 
 
 def _pad(states: Tensor, count: int) -> Tensor:

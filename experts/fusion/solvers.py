@@ -87,7 +87,7 @@ class GridSolver:
         assert last is not None
         stacked = torch.stack(losses, dim=-1)  # [B, T, K]
         best = stacked.argmin(dim=-1)  # the first (smallest a) among equal losses
-        grid = torch.tensor(self.grid, dtype=stacked.dtype, device=stacked.device)
+        grid = _on_device(self.grid, stacked)
         chosen = one_hot_choice(grid[best], stacked.gather(-1, best[..., None])[..., 0])
         return keep_when_degenerate(chosen, previous, problem, *last, eps=self.eps)
 
@@ -143,7 +143,7 @@ class BracketedSolver:
             curvatures.append(curvature)
         assert top is not None
         best = torch.stack(losses, dim=-1).argmin(dim=-1, keepdim=True)
-        grid = torch.tensor(self.points, dtype=zeros.dtype, device=zeros.device)
+        grid = _on_device(self.points, zeros)
         last = len(self.points) - 1
         slope = torch.stack(slopes, dim=-1).gather(-1, best)[..., 0]
         curvature = torch.stack(curvatures, dim=-1).gather(-1, best)[..., 0]
@@ -152,6 +152,18 @@ class BracketedSolver:
         low = torch.where(falling, grid[best], grid[(best - 1).clamp(min=0)])
         high = torch.where(falling, grid[(best + 1).clamp(max=last)], grid[best])
         return grid[best], slope, curvature, low, high, top
+
+
+_CONSTANTS: dict[tuple[tuple[float, ...], torch.dtype, torch.device], Tensor] = {}
+
+
+def _on_device(values: list[float], like: Tensor) -> Tensor:
+    """`values` as a tensor beside `like`, made once: a copy from the host inside a step
+    would stall it, and cannot be recorded in a CUDA graph."""
+    key = (tuple(values), like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
 
 
 def _safeguarded(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -13,12 +14,14 @@ from experts.fusion.decoder import BatchDecoder, FusionCombiner, PlainCombiner
 from experts.fusion.members import CausalLMMember, StepModel
 from experts.fusion.rows import Event, Finished, Row, RowPlan, TextEvent
 from experts.fusion.solvers import Solver
+from experts.fusion.static import StaticMembers
 from experts.fusion.vocab import SharedVocab
 from tests.experts.fusion.references import greedy_without_cache, last_logits
 from tests.experts.fusion.tiny import byte_tokenizer
 
 TOKENIZER = byte_tokenizer()
 VOCAB = len(TOKENIZER)
+STATIC_LEN = 256  # tokens a row may hold on the static engine in tests
 PROMPTS = [
     TOKENIZER.encode("hello there", add_special_tokens=False),
     TOKENIZER.encode("a", add_special_tokens=False),
@@ -63,10 +66,26 @@ class TracedRow(Row):
         return "".join(e.text for e in self.events if isinstance(e, TextEvent | Finished))
 
 
+# `static` runs every decoder built from plain modules on `StaticMembers` (static caches,
+# CUDA graphs on a GPU): the same properties must hold on both engines.
+ENGINE = os.environ.get("TASKGATE_FUSION_ENGINE", "dynamic")
+
+
+def member_set(
+    models: Sequence[torch.nn.Module | StepModel], max_rows: int, engine: str = ENGINE
+) -> Sequence[StepModel] | StaticMembers:
+    if engine == "static" and all(isinstance(m, torch.nn.Module) for m in models):
+        modules = [m for m in models if isinstance(m, torch.nn.Module)]
+        return StaticMembers(modules, max_rows=max_rows, max_len=STATIC_LEN)
+    return [CausalLMMember(m) if isinstance(m, torch.nn.Module) else m for m in models]
+
+
 def decoder_for(
     models: Sequence[torch.nn.Module | StepModel], solver: Solver | None, **options: object
 ) -> BatchDecoder:
-    members = [CausalLMMember(m) if isinstance(m, torch.nn.Module) else m for m in models]
+    max_rows = options.get("max_batch", 16)
+    assert isinstance(max_rows, int)
+    members = member_set(models, max_rows, str(options.pop("engine", ENGINE)))
     if solver is None:
         return BatchDecoder(members, PlainCombiner(), **options)  # type: ignore[arg-type]
     combiner = FusionCombiner(solver, SharedVocab(VOCAB, None, ""), experts=len(models) - 2)

@@ -161,6 +161,16 @@ async def test_concurrent_requests_decode_together_and_alone_alike(
     assert together == alone
 
 
+async def test_the_static_engine_answers_like_the_dynamic_one(
+    models: dict[str, Path], opened: list[Expert]
+) -> None:
+    dynamic = fusion(models, opened, max_batch=2)
+    static = fusion(models, opened, max_batch=2, engine="static", context_tokens=256)
+    requests = [ask("hello there"), ask("x", max_tokens=3), ask("a longer question here")]
+    together = await asyncio.gather(*(static.complete(request) for request in requests))
+    assert together == [await dynamic.complete(request) for request in requests]
+
+
 async def test_extra_appended_ids_are_allowed(
     models: dict[str, Path], opened: list[Expert]
 ) -> None:
