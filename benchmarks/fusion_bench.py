@@ -1,11 +1,13 @@
-"""Decode throughput of the dynamic logit fusion decoder, on CPU by default.
+"""Decode throughput of the dynamic logit fusion decoder: CPU preset, and GPU preset.
 
     .venv/bin/python benchmarks/fusion_bench.py [--batches 1 16] [--steps 32] [--repeats 1]
+    python3 benchmarks/fusion_bench.py --preset gpu [--check] [--steps 64] [--repeats 3]
 
-Members: the large model is the real SmolLM2-135M-Instruct (converted into the model cache,
-`$TASKGATE_HOME` or ~/.cache/taskgate); the small base and the task expert are random
-Llama models with SmolLM2's vocabulary (hidden 256, 4 layers: about a seventh of the large
-model's per-token compute). Speed does not depend on what the weights say.
+**CPU preset** (default without CUDA). Members: the large model is the real
+SmolLM2-135M-Instruct (converted into the model cache, `$TASKGATE_HOME` or
+~/.cache/taskgate); the small base and the task expert are random Llama models with
+SmolLM2's vocabulary (hidden 256, 4 layers: about a seventh of the large model's per-token
+compute). Speed does not depend on what the weights say.
 
 For each batch size (rows of different prompt lengths, greedy, no early stop) it measures,
 all in the same engine (`BatchDecoder`, continuous batching, one KV cache per member):
@@ -18,6 +20,27 @@ all in the same engine (`BatchDecoder`, continuous batching, one KV cache per me
 ms/step is decode wall time (prefill excluded) per step; tokens/s counts every row's token.
 The solver's share is the time inside the solver over the fused step time. Prints a table
 and writes JSON (benchmarks/results/fusion_bench.json).
+
+**GPU preset** (`--preset gpu`, the default with CUDA). Randomly initialised bf16 Llama
+members built on the GPU (no weights travel): a large model (hidden 2048, 16 layers, 32
+heads, MLP 8192, vocab 49152, about 1.17B parameters with tied embeddings) and four small
+ones (hidden 768, 12 layers, 12 heads, MLP 3072, same vocabulary, about 151M each): one
+small base and three experts, bracketed solver. At each batch size it measures, side by
+side on the one card, the large model alone and the fusion, in three engines:
+
+* dynamic   `DynamicMembers`: transformers' dynamic caches, every member called eagerly;
+* static    `StaticMembers` with graphs off: static caches, eager kernels;
+* graphs    `StaticMembers` on CUDA: every step replayed as CUDA graphs.
+
+Each engine decodes the batch once untimed (graph capture, allocator warm-up), then
+`--repeats` times timed; the median is reported. Rows start with random prompts of 16-80
+tokens, so they are left-padded to each other. "vs large" divides by the large model alone
+in the same engine. `--check` first decodes rows that join and leave mid-way (more rows
+than `max_batch`) with graphs and with eager steps and requires the same tokens (bf16:
+graphs against the static engine's eager steps, the same kernels; float32: graphs against
+the dynamic engine). Writes benchmarks/results/fusion_bench_gpu.json.
+
+Only torch and transformers are needed on the GPU machine.
 """
 
 from __future__ import annotations
@@ -38,6 +61,7 @@ from experts.fusion.decoder import BatchDecoder, Combiner, FusionCombiner, Phase
 from experts.fusion.members import CausalLMMember
 from experts.fusion.rows import Row, RowPlan
 from experts.fusion.solvers import build_solver
+from experts.fusion.static import DynamicMembers, MemberSet, StaticMembers
 from experts.fusion.vocab import SharedVocab
 from experts.weights import resolve_model
 
@@ -202,8 +226,13 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--preset", choices=["cpu", "gpu"], default=None)
+    parser.add_argument("--check", action="store_true", help="GPU: graphs give eager's tokens")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--device", default="cuda", help="GPU preset: the device (cuda, cuda:1)")
+    parser.add_argument("--tiny", action="store_true", help="GPU preset: tiny members (dry run)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
@@ -211,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "fusion_bench.json"
     )
     args = parser.parse_args(argv)
+    preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
+    if preset == "gpu":
+        return gpu_main(args)
+    args.batches = args.batches or [1, 16]
+    args.steps = args.steps or 32
     home = os.environ.get("TASKGATE_HOME")
     cache = args.cache_dir or (Path(home) if home else Path.home() / ".cache" / "taskgate")
     if args.threads:
@@ -238,6 +272,194 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
+
+
+# -- the GPU preset --------------------------------------------------------------------------
+
+ENGINES = ("dynamic", "static", "graphs")
+VOCAB_GPU = 49152
+# (hidden, layers, heads): the issue's large model and small members; `--tiny` for a dry
+# run of this code path on any device.
+LARGE_SHAPE, SMALL_SHAPE, TINY_SHAPE = (2048, 16, 32), (768, 12, 12), (64, 2, 4)
+
+
+@dataclass(frozen=True)
+class Card:
+    device: torch.device
+    tiny: bool
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def model(self, shape: tuple[int, int, int], seed: int, dtype: torch.dtype) -> torch.nn.Module:
+        hidden, layers, heads = TINY_SHAPE if self.tiny else shape
+        config = LlamaConfig(
+            vocab_size=VOCAB_GPU, hidden_size=hidden, intermediate_size=4 * hidden,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            max_position_embeddings=4096, tie_word_embeddings=True,
+        )  # fmt: skip
+        torch.manual_seed(seed)
+        with self.device:
+            model = LlamaForCausalLM(config)
+        return model.to(dtype).eval()
+
+    def members(self, dtype: torch.dtype) -> list[torch.nn.Module]:
+        """Large, small base, three experts."""
+        large = self.model(LARGE_SHAPE, 0, dtype)
+        return [large] + [self.model(SMALL_SHAPE, 1 + k, dtype) for k in range(4)]
+
+
+class RecordedRow(Row):
+    """A row that keeps its tokens (to compare engines)."""
+
+    def __init__(self, prompt: tuple[int, ...], steps: int, experts: int, device: torch.device):
+        super().__init__(
+            RowPlan(prompt, steps), lambda event: None, detokenize=lambda ids: "",
+            eos_ids=frozenset(), experts=experts, device=device,
+        )  # fmt: skip
+        self.tokens: list[int] = []
+
+    def advance(self, token: int, alphas: Sequence[float]) -> bool:
+        self.tokens.append(token)
+        return super().advance(token, alphas)
+
+
+def member_set(
+    engine: str, modules: Sequence[torch.nn.Module], rows: int, length: int, card: Card
+) -> MemberSet:
+    if engine == "dynamic":
+        return DynamicMembers([CausalLMMember(module) for module in modules])
+    graphs = engine == "graphs" and card.device.type == "cuda"
+    return StaticMembers(modules, max_rows=rows, max_len=length, graphs=graphs)
+
+
+def combiner_for(modules: Sequence[torch.nn.Module]) -> Combiner:
+    if len(modules) == 1:
+        return PlainCombiner()
+    vocab = SharedVocab(size=VOCAB_GPU, mask=None, digest="")
+    return FusionCombiner(build_solver("bracketed"), vocab, len(modules) - 2)
+
+
+def random_prompts(count: int, seed: int) -> list[tuple[int, ...]]:
+    """Prompts of 16-80 random ids."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(16, 81, (count,), generator=generator).tolist()
+    return [tuple(torch.randint(3, VOCAB_GPU, (n,), generator=generator).tolist()) for n in lengths]
+
+
+def timed_decode(
+    members: MemberSet, combiner: Combiner, prompts: Sequence[tuple[int, ...]], steps: int,
+    max_batch: int, card: Card,
+) -> tuple[float, list[list[int]]]:  # fmt: skip
+    """Decode every prompt for `steps` tokens: (seconds after the first step, the tokens).
+
+    Timing starts once the first `max_batch` rows are admitted and have taken one step, so
+    it covers steady decoding (and any later joins), not the first prefills.
+    """
+    decoder = BatchDecoder(members, combiner, max_batch=max_batch)
+    experts = max(combiner.experts, 1)
+    rows = [RecordedRow(prompt, steps, experts, card.device) for prompt in prompts]
+    for row in rows:
+        decoder.submit(row)
+    decoder.iterate()
+    card.sync()
+    started = time.perf_counter()
+    decoder.run_until_idle()
+    card.sync()
+    return time.perf_counter() - started, [row.tokens for row in rows]
+
+
+def gpu_measure(
+    engine: str, modules: Sequence[torch.nn.Module], batch: int, steps: int, repeats: int,
+    card: Card,
+) -> dict[str, object]:  # fmt: skip
+    """Median ms/step of `repeats` timed decodes after one untimed (capture, warm-up)."""
+    prompts = random_prompts(batch, seed=batch)
+    members = member_set(engine, modules, batch, 80 + steps + 1, card)
+    combiner = combiner_for(modules)
+    timed_decode(members, combiner, prompts, steps, batch, card)
+    times = sorted(
+        timed_decode(members, combiner, prompts, steps, batch, card)[0] for _ in range(repeats)
+    )
+    ms = 1000 * times[len(times) // 2] / (steps - 1)
+    result: dict[str, object] = {
+        "batch": batch, "engine": engine,
+        "decoder": "large alone" if len(modules) == 1 else f"fused ({len(modules)} models)",
+        "ms_per_step": round(ms, 3), "tokens_per_s": round(batch * 1000 / ms, 1),
+    }  # fmt: skip
+    if isinstance(members, StaticMembers):
+        result["graphs_captured"] = members.captured
+    return result
+
+
+def gpu_check(
+    modules: Sequence[torch.nn.Module], reference: str, dtype: torch.dtype, card: Card
+) -> dict[str, object]:
+    """10 rows, at most 4 at a time (so rows join and leave mid-way), 24 tokens each:
+    the graphs engine against `reference`."""
+    prompts = random_prompts(10, seed=7)
+    tokens = {}
+    for engine in ("graphs", reference):
+        members = member_set(engine, modules, 4, 80 + 24 + 1, card)
+        tokens[engine] = timed_decode(members, combiner_for(modules), prompts, 24, 4, card)[1]
+    same = sum(a == b for a, b in zip(tokens["graphs"], tokens[reference], strict=True))
+    dtype_name = str(dtype).removeprefix("torch.")
+    return {"dtype": dtype_name, "against": reference, "rows": len(prompts), "same": same}
+
+
+def gpu_main(args: argparse.Namespace) -> int:
+    import transformers
+
+    card = Card(torch.device(args.device), args.tiny)
+    if card.device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--preset gpu needs CUDA (or --device cpu --tiny for a dry run)")
+    batches, steps = args.batches or [1, 32], args.steps or 64
+    name = torch.cuda.get_device_name(card.device) if card.device.type == "cuda" else "cpu"
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    print(f"{name}; {versions}", flush=True)
+    checks: list[dict[str, object]] = []
+    rows: list[dict[str, object]] = []
+    with torch.inference_mode():
+        if args.check:
+            exact = [card.model(TINY_SHAPE, k, torch.float32) for k in range(5)]
+            checks.append(gpu_check(exact, "dynamic", torch.float32, card))
+            del exact
+        modules = card.members(torch.bfloat16)
+        if args.check:
+            checks.append(gpu_check(modules, "static", torch.bfloat16, card))
+        for check in checks:
+            print(f"check: graphs and {check['against']} agree on {check['same']} of "
+                  f"{check['rows']} rows ({check['dtype']})", flush=True)  # fmt: skip
+        sizes = [sum(p.numel() for p in m.parameters()) for m in modules[:2]]
+        for batch in batches:
+            for engine in args.engines:
+                large = gpu_measure(engine, modules[:1], batch, steps, args.repeats, card)
+                fused = gpu_measure(engine, modules, batch, steps, args.repeats, card)
+                ratio = float(str(fused["ms_per_step"])) / float(str(large["ms_per_step"]))
+                fused["x_large"] = round(ratio, 2)
+                rows += [large, fused]
+                print(f"batch {batch}, {engine}: large {large['ms_per_step']} ms/step, "
+                      f"fused {fused['ms_per_step']} ms/step", flush=True)  # fmt: skip
+    head = ["batch", "engine", "decoder", "ms/step", "tokens/s", "vs large"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in rows:
+        cells = [entry[k] for k in ("batch", "engine", "decoder", "ms_per_step", "tokens_per_s")]
+        lines.append("| " + " | ".join(map(str, [*cells, entry.get("x_large", "")])) + " |")
+    print("\n" + "\n".join(lines))
+    meta = {
+        "card": name, "versions": versions, "dtype": "bfloat16", "tiny": card.tiny,
+        "large_parameters": sizes[0], "small_parameters": sizes[1],
+        "members": "large, small base, 3 experts", "solver": "bracketed", "steps": steps,
+        "repeats": args.repeats, "when": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    out = args.out
+    if out.name == "fusion_bench.json":
+        out = out.with_name("fusion_bench_gpu_tiny.json" if card.tiny else "fusion_bench_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "checks": checks, "results": rows}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 1 if any(check["same"] != check["rows"] for check in checks) else 0
 
 
 if __name__ == "__main__":
