@@ -30,7 +30,8 @@ side on the one card, the large model alone and the fusion, in three engines:
 
 * dynamic   `DynamicMembers`: transformers' dynamic caches, every member called eagerly;
 * static    `StaticMembers` with graphs off: static caches, eager kernels;
-* graphs    `StaticMembers` on CUDA: every step replayed as CUDA graphs.
+* graphs    `StaticMembers` on CUDA: every step replayed as CUDA graphs;
+* compiled  the same, with the combiner compiled by torch.compile before capture.
 
 Each engine decodes the batch once untimed (graph capture, allocator warm-up), then
 `--repeats` times timed; the median is reported. Rows start with random prompts of 16-80
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- the GPU preset --------------------------------------------------------------------------
 
-ENGINES = ("dynamic", "static", "graphs")
+ENGINES = ("dynamic", "static", "graphs", "compiled")
 VOCAB_GPU = 49152
 # (hidden, layers, heads): the issue's large model and small members; `--tiny` for a dry
 # run of this code path on any device.
@@ -330,8 +331,10 @@ def member_set(
 ) -> MemberSet:
     if engine == "dynamic":
         return DynamicMembers([CausalLMMember(module) for module in modules])
-    graphs = engine == "graphs" and card.device.type == "cuda"
-    return StaticMembers(modules, max_rows=rows, max_len=length, graphs=graphs)
+    graphs = engine in ("graphs", "compiled") and card.device.type == "cuda"
+    return StaticMembers(
+        modules, max_rows=rows, max_len=length, graphs=graphs, compile_combiner=engine == "compiled"
+    )
 
 
 def combiner_for(modules: Sequence[torch.nn.Module]) -> Combiner:

@@ -129,6 +129,9 @@ class FusionSpec(ExpertSpecBase):
     # once (max_batch x context_tokens) and, on CUDA, steps replayed as CUDA graphs;
     # auto: static on CUDA, dynamic on CPU.
     engine: Literal["auto", "dynamic", "static"] = "auto"
+    # static engine on CUDA: torch.compile the solver's step (fewer, fused kernels); the
+    # first step at each batch size waits for its compilation.
+    compile: bool = False
     system_prompt: str | None = None
     threads: int | None = Field(default=None, ge=1)
 

@@ -148,7 +148,9 @@ class FusionExpert:
         vocab = loaded.vocab.to(loaded.device)
         combiner = FusionCombiner(solver, vocab, experts=len(spec.experts))
         # A row holds at most context_tokens (prompt and answer); one more column of room.
-        members = loaded.member_set(spec.engine, spec.max_batch, spec.context_tokens + 1)
+        members = loaded.member_set(
+            spec.engine, spec.max_batch, spec.context_tokens + 1, spec.compile
+        )
         decoder = BatchDecoder(members, combiner, max_batch=spec.max_batch)
         stopping = threading.Event()
         thread = threading.Thread(

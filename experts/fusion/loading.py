@@ -48,10 +48,14 @@ class LoadedFusion:
         dtype = str(self.dtype).removeprefix("torch.")
         return f"{len(self.modules)} models on {self.device.type}/{dtype}, vocab {self.vocab.size}"
 
-    def member_set(self, engine: str, max_rows: int, max_len: int) -> MemberSet:
+    def member_set(
+        self, engine: str, max_rows: int, max_len: int, compile_combiner: bool = False
+    ) -> MemberSet:
         """The members as the decoder steps them: `engine` auto, dynamic or static."""
         if engine == "static" or (engine == "auto" and self.device.type == "cuda"):
-            return StaticMembers(self.modules, max_rows=max_rows, max_len=max_len)
+            return StaticMembers(
+                self.modules, max_rows=max_rows, max_len=max_len, compile_combiner=compile_combiner
+            )
         return DynamicMembers([CausalLMMember(module) for module in self.modules])
 
 

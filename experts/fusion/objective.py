@@ -97,11 +97,9 @@ def prepare(
     if mask is not None:
         shift = torch.where(mask, shift, torch.zeros_like(shift))
     shift_mean = _dot(shift[..., None, :], z_large.exp().expand_as(shift))[..., 0]
-    powers = shift.new_empty((*shift.shape[:-1], 4, shift.shape[-1]))
-    powers[..., 0, :] = 1.0
-    centred = torch.sub(shift, shift_mean[..., None], out=powers[..., 1, :])
-    squared = torch.mul(centred, centred, out=powers[..., 2, :])
-    torch.mul(squared, centred, out=powers[..., 3, :])
+    centred = shift - shift_mean[..., None]
+    squared = centred * centred
+    powers = torch.stack([torch.ones_like(shift), centred, squared, squared * centred], dim=-2)
     return FusionProblem(
         large=z_large,
         large_norm=torch.logsumexp(z_large, dim=-1),

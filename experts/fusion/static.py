@@ -171,7 +171,9 @@ def cuda_capture(body: Callable[[], object]) -> tuple[Replay, object]:
 
 class StaticMembers:
     """Members on static KV caches, stepped as CUDA graphs where possible (see the module
-    docstring). `graphs`: None captures on CUDA only; True needs CUDA (or a `capture`)."""
+    docstring). `graphs`: None captures on CUDA only; True needs CUDA (or a `capture`).
+    `compile_combiner`: with graphs, the combiner is compiled (torch.compile, one compile
+    per batch bucket, at its first step) before it is captured."""
 
     def __init__(
         self,
@@ -181,6 +183,7 @@ class StaticMembers:
         max_len: int,
         graphs: bool | None = None,
         capture: Capture | None = None,
+        compile_combiner: bool = False,
     ) -> None:
         if max_rows < 1 or max_len < 2:
             raise ValueError("max_rows must be >= 1 and max_len >= 2")
@@ -191,6 +194,8 @@ class StaticMembers:
             raise ValueError("CUDA graphs need a CUDA device")
         self._graphs = cuda if graphs is None else graphs
         self._capture = capture
+        self._compile = compile_combiner
+        self._compiled: dict[int, Combine] = {}  # by id of the combiner compiled
         self._max_rows, self._max_len = max_rows, max_len
         self._batches = _buckets(1, max_rows)
         self._widths = _buckets(min(MIN_WIDTH, max_len), max_len)
@@ -293,6 +298,8 @@ class StaticMembers:
         rows = self._rows
         if not self._graphs:
             return combine([b.logits[:rows] for b in self._live()], previous)
+        if self._compile:
+            combine = self._compiled_form(combine, previous)
         if self._previous is None or self._previous.shape[1] != previous.shape[1]:
             self._previous = previous.new_zeros((self._max_rows, previous.shape[1]))
         self._previous[:rows].copy_(previous)
@@ -304,6 +311,16 @@ class StaticMembers:
 
         scores, alpha = cast(tuple[Tensor, Tensor], self._run(("combine", batch, 0), body))
         return scores[:rows], alpha[:rows]
+
+    def _compiled_form(self, combine: Combine, previous: Tensor) -> Combine:
+        """`combine` through torch.compile, which fuses its chains of small element-wise
+        kernels (hundreds a step for the bracketed solver). One eager call first: it makes
+        the solver's device constants, which compiling must find already there."""
+        key = id(combine)
+        if key not in self._compiled:
+            combine([b.logits[: self._rows] for b in self._live()], previous)
+            self._compiled[key] = cast(Combine, torch.compile(combine, dynamic=False))
+        return self._compiled[key]
 
     def _forward(self, batch: int, width: int) -> None:
         """Every member one step on `_ids`: the body a graph records. Idle slots compute
