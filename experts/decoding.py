@@ -2,7 +2,8 @@
 
 Logits transforms follow transformers' `LogitsProcessor` shape, `(input_ids, scores) ->
 scores`, composed as a list and validated when built; they keep no state between steps.
-`StopScanner` decides how much decoded text is safe to stream.
+`IncrementalText` decodes generated tokens a short window at a time; `StopScanner` decides
+how much decoded text is safe to stream.
 """
 
 from __future__ import annotations
@@ -91,3 +92,43 @@ class StopScanner:
         piece = text[self._sent : end]
         self._sent = max(self._sent, end)
         return piece
+
+
+class IncrementalText:
+    """The text of a growing token list, decoded a short window at a time.
+
+    Decoding all generated tokens again at every step costs a step O(length): 45 us at 256
+    tokens with SmolLM2's tokenizer, about a millisecond a step for a batch of 32 rows on
+    the host. As streaming decoders do, each step decodes only the tokens since the last
+    settled point, with the ones before it for context (so a tokenizer that drops a leading
+    space at the start of a decode keeps it); the text before is final. A window that
+    ends in an incomplete character waits for the next token.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._tokens: list[int] = []
+        self._settled = ""  # the text of _tokens[:_read]
+        self._prefix = 0  # the context window starts here
+        self._read = 0
+
+    def add(self, token: int) -> str:
+        """Append `token`; the settled text so far (never ends in a partial character)."""
+        self._tokens.append(token)
+        context, window = self._pending()
+        if len(window) > len(context) and not window.endswith(REPLACEMENT_CHAR):
+            self._settled += window[len(context) :]
+            self._prefix, self._read = self._read, len(self._tokens)
+        return self._settled
+
+    @property
+    def text(self) -> str:
+        """All of it, including a trailing partial character (for the end of a row)."""
+        context, window = self._pending()
+        return self._settled + window[len(context) :]
+
+    def _pending(self) -> tuple[str, str]:
+        return (
+            self._decode(self._tokens[self._prefix : self._read]),
+            self._decode(self._tokens[self._prefix :]),
+        )

@@ -30,7 +30,7 @@ from experts.base import (
     Usage,
     drain,
 )
-from experts.decoding import StopScanner
+from experts.decoding import IncrementalText, StopScanner
 from experts.prompting import (
     DTYPES,
     ChatTokenizer,
@@ -236,7 +236,10 @@ class _Decoder:
 
     def _decode(self) -> _Event:
         plan, loaded = self._plan, self._loaded
-        ids, generated, text = list(plan.prompt_ids), list[int](), ""
+        ids, generated = list(plan.prompt_ids), list[int]()
+        text = IncrementalText(
+            lambda tokens: loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+        )
         scanner, generator = StopScanner(plan.stop), self._generator()
         step_input = torch.tensor([ids], device=loaded.device)
         options: dict[str, object] = {"use_cache": True}
@@ -250,17 +253,16 @@ class _Decoder:
                 output = loaded.model(input_ids=step_input, **options)
                 token = self._choose(output.logits[:, -1, :], ids, generator)
                 if token in loaded.eos_ids:
-                    return _Finished("stop", scanner.rest(text), len(generated))
+                    return _Finished("stop", scanner.rest(text.text), len(generated))
                 ids.append(token)
                 generated.append(token)
-                text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
-                piece, stopped = scanner.feed(text)
+                piece, stopped = scanner.feed(text.add(token))
                 if stopped:
                     return _Finished("stop", piece, len(generated))
                 if piece:
                     self._emit(_Text(piece))
                 step_input = torch.tensor([[token]], device=loaded.device)
-        return _Finished("length", scanner.rest(text), len(generated))
+        return _Finished("length", scanner.rest(text.text), len(generated))
 
     def _generator(self) -> torch.Generator:
         generator = torch.Generator(device=self._loaded.device)

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 import torch
 
-from experts.decoding import StopScanner
+from experts.decoding import IncrementalText, StopScanner
 from experts.prompting import PromptPlan
 
 # One request, templated, truncated, tokenized and ready to decode.
@@ -89,8 +89,8 @@ class Row:
         self.ids = list(plan.prompt_ids)
         self.generated: list[int] = []
         self.tally = AlphaTally(experts)
-        self._sink, self._detokenize, self._eos = sink, detokenize, eos_ids
-        self._scanner, self._text = StopScanner(plan.stop), ""
+        self._sink, self._eos = sink, eos_ids
+        self._scanner, self._text = StopScanner(plan.stop), IncrementalText(detokenize)
         self._device = device
         self._history: torch.Tensor | None = None  # on the device, only when transforms need it
         self.generator = torch.Generator(device=device)
@@ -118,17 +118,16 @@ class Row:
         """Take the step's token; report text or the end. True when the row is finished."""
         self.tally.add(alphas)
         if token in self._eos:
-            return self._finish("stop", self._scanner.rest(self._text))
+            return self._finish("stop", self._scanner.rest(self._text.text))
         self.ids.append(token)
         self.generated.append(token)
-        self._text = self._detokenize(self.generated)
-        piece, stopped = self._scanner.feed(self._text)
+        piece, stopped = self._scanner.feed(self._text.add(token))
         if stopped:
             return self._finish("stop", piece)
         if piece:
             self._sink(TextEvent(piece))
         if len(self.generated) >= self.plan.max_new_tokens:
-            return self._finish("length", self._scanner.rest(self._text))
+            return self._finish("length", self._scanner.rest(self._text.text))
         return False
 
     def fail(self, error: Exception | None) -> None:
