@@ -11,7 +11,7 @@
 #   bench.log, fusion_bench_gpu.json
 #                            benchmarks/fusion_bench.py --preset gpu --check: graphs give
 #                            eager's tokens, then the timings (dynamic, static, graphs)
-#   pytest.log               the fusion property tests on the static engine (on this
+#   pytest.log               the fusion property tests on both engines (on this
 #                            machine's CPU), when pytest is installed there
 # Exit status: the benchmark's (1 when a check found different tokens).
 set -uo pipefail
@@ -28,10 +28,10 @@ timeout "${BENCH_TIMEOUT_S:-420}" $python benchmarks/fusion_bench.py --preset gp
     --repeats "${REPEATS:-3}" --out "$out/fusion_bench_gpu.json" "$@" 2>&1 | tee "$out/bench.log"
 status=${PIPESTATUS[0]}
 if $python -c 'import pytest' 2>/dev/null; then
-    TASKGATE_FUSION_ENGINE=static timeout "${TEST_TIMEOUT_S:-150}" $python -m pytest -q \
+    timeout "${TEST_TIMEOUT_S:-150}" $python -m pytest -q \
         -p no:cacheprovider tests/experts/fusion --ignore=tests/experts/fusion/test_expert.py \
         > "$out/pytest.log" 2>&1
-    echo "property tests (static engine): exit $? ($(tail -n 1 "$out/pytest.log"))"
+    echo "property tests (both engines): exit $? ($(tail -n 1 "$out/pytest.log"))"
 else
     echo "pytest is not installed here: property tests not run" | tee "$out/pytest.log"
 fi

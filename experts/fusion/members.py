@@ -93,7 +93,7 @@ class CausalLMMember:
             return
         index = torch.tensor(list(rows), dtype=torch.long, device=self._device)
         mask = self._mask.index_select(0, index)
-        start = int(mask.any(dim=0).to(torch.int8).argmax())  # leading all-padding columns
+        start = leading_padding(mask)
         self._mask = mask[:, start:].contiguous()
         self._cache = self._rebuild(
             [(k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
@@ -148,6 +148,12 @@ def cache_keyword(module: torch.nn.Module) -> str:
     """The forward's name for the cache argument (`cache` in newer transformers)."""
     parameters = inspect.signature(module.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def leading_padding(mask: Tensor) -> int:
+    """How many columns at the front of a [rows, columns] mask no row uses."""
+    used = mask.any(dim=0)
+    return int(used.to(torch.int8).argmax()) if bool(used.any()) else int(mask.shape[1])
 
 
 def cache_pairs(cache: DynamicCache) -> list[tuple[Tensor, Tensor]]:

@@ -28,7 +28,7 @@ from typing import Protocol, cast
 import torch
 from transformers import DynamicCache
 
-from experts.fusion.members import StepModel, cache_keyword, cache_pairs
+from experts.fusion.members import StepModel, cache_keyword, cache_pairs, leading_padding
 
 logger = logging.getLogger(__name__)
 
@@ -268,11 +268,8 @@ class StaticMembers:
                 tensor[:count].copy_(tensor.index_select(0, index))
         for tensor in (self._mask, self._positions):
             tensor[:count].copy_(tensor.index_select(0, index))
-        if self._previous is not None:
-            self._previous[:count].copy_(self._previous.index_select(0, index))
         self._rows = count
-        used = self._mask[:count, : self._column].any(dim=0)
-        first = int(used.to(torch.int8).argmax()) if bool(used.any()) else self._column
+        first = leading_padding(self._mask[:count, : self._column])
         if first:
             self._shift(-first)
 

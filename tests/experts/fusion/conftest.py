@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from transformers import LlamaForCausalLM
 
+from tests.experts.fusion import harness
 from tests.experts.fusion.harness import VOCAB
 from tests.experts.fusion.tiny import tiny_llama
 
@@ -23,3 +24,10 @@ def b() -> LlamaForCausalLM:
 @pytest.fixture(scope="module")
 def c() -> LlamaForCausalLM:
     return tiny_llama(VOCAB, seed=3)
+
+
+@pytest.fixture(params=["dynamic", "static"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Decoders built by the harness run on this engine (see harness.ENGINE)."""
+    monkeypatch.setattr(harness, "ENGINE", request.param)
+    return str(request.param)

@@ -21,6 +21,9 @@ from tests.experts.fusion.harness import (
 from tests.experts.fusion.references import greedy_without_cache, last_logits
 from tests.experts.fusion.tiny import twin
 
+# Every property holds on both engines (see conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 # -- property 1: identity ------------------------------------------------------------------
 
 

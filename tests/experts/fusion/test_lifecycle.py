@@ -3,6 +3,7 @@ stop criteria, per-row transforms and sampling, cancellation, failures, closing.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
@@ -24,6 +25,9 @@ from tests.experts.fusion.harness import (
     plans,
 )
 from tests.experts.fusion.references import greedy_without_cache, last_logits
+
+# Every property holds on both engines (see conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
 
 # -- stop criteria, transforms, cancellation, failures --------------------------------------
 

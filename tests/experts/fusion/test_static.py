@@ -1,9 +1,9 @@
 """The static engine (`StaticMembers`) against the dynamic one, on CPU.
 
-The whole property suite also runs on the static engine with
-`TASKGATE_FUSION_ENGINE=static` (see harness.py); these tests aim at what only the static
-engine does: slots, the shared column, width buckets, compaction, capture fallback. On a
-GPU, `benchmarks/fusion_bench.py --check` compares graph replays with eager steps.
+The property suites (test_decoder.py, test_lifecycle.py) run on both engines through the
+`engine` fixture (conftest.py); these tests aim at what only the static engine does:
+slots, the shared column, width buckets, compaction, capture fallback. On a GPU,
+`benchmarks/fusion_bench.py --check` compares graph replays with eager steps.
 """
 
 from __future__ import annotations
