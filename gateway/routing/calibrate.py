@@ -182,9 +182,9 @@ def _between(scores: NDArray[np.floating], ends: Ints, pick: int) -> float:
     return (last_in + first_out) / 2
 
 
-def fit_combination(held: HeldOut, gamma: float) -> Combination:
+def fit_combination(held: HeldOut, gamma: float, gate: Gate | None = None) -> Combination:
     """The temperature `alpha` for a given `gamma`, by the log-likelihood of the held-out
-    in-scope labels among the experts, and the gate (see `fit_gate`).
+    in-scope labels among the experts, and the gate (`gate`, else see `fit_gate`).
 
     `alpha` stays within [0.05, 5] (perfectly separated held-out data would push it to
     infinity).
@@ -207,9 +207,9 @@ def fit_combination(held: HeldOut, gamma: float) -> Combination:
         bounds = (float(np.log(0.05)), float(np.log(5.0)))
         found = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-3})
         alpha = round(float(np.exp(found.x)), 6)
-    if held.has_negatives:
+    if gate is None and held.has_negatives:
         gate = fit_gate(held)
-    else:  # nothing to learn "none" from
+    elif gate is None:  # nothing to learn "none" from
         gate = Gate(bias=round(alpha * float(np.log(n_experts)), 6), combined=1.0)
     return Combination(alpha, gamma, gate)
 
@@ -247,8 +247,9 @@ def calibrate(held: HeldOut, target: Target, gammas: Sequence[float] = GAMMAS) -
     if target.kind == "oos_recall" and not held.has_negatives:
         raise ValueError("an oos_recall target needs out-of-scope items in the held-out data")
     results: list[Calibrated] = []
+    gate = fit_gate(held) if held.has_negatives else None  # the same for every gamma
     for gamma in gammas:
-        mix = fit_combination(held, gamma)
+        mix = fit_combination(held, gamma, gate)
         found = combine(held.logits, held.similarities, held.has_none, mix)
         choice, gap = lead(found.shares)
         correct = (choice == held.labels) & (held.labels >= 0)
