@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import torch
 
 from experts.base import (
     Delta,
@@ -43,6 +44,7 @@ from experts.fusion.rows import (
     TextEvent,
 )
 from experts.fusion.solvers import build_solver
+from experts.fusion.static import MemberSet, StaticMembers, first_steps
 from experts.prompting import generation_failure, plan_prompt, within
 from experts.specs import FusionSpec
 from experts.weights import ModelUnavailable
@@ -56,6 +58,13 @@ class _Engine:
     decoder: BatchDecoder
     thread: threading.Thread
     stopping: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    loaded: LoadedFusion
+    combiner: FusionCombiner
+    members: MemberSet
 
 
 class FusionExpert:
@@ -130,20 +139,21 @@ class FusionExpert:
     async def _started(self) -> _Engine:
         async with self._start_lock:
             if self._engine is None:
-                loaded = await anyio.to_thread.run_sync(self._load)
-                self._engine = self._launch(loaded)
+                prepared = await anyio.to_thread.run_sync(self._load)
+                self._engine = self._launch(prepared)
+                loaded = prepared.loaded
                 extra = {"expert": self.name, "action": "load", "detail": loaded.describe()}
                 logger.info("fusion expert ready", extra=extra)
             return self._engine
 
-    def _load(self) -> LoadedFusion:
+    def _load(self) -> _Prepared:
+        """Models, combiner and member set, in a worker thread (loading and the start-up
+        check take seconds)."""
+        spec = self._spec
         try:
-            return load_fusion(self._spec, self._cache_dir)
+            loaded = load_fusion(spec, self._cache_dir)
         except (ModelUnavailable, ValueError) as exc:  # VocabMismatch is a ValueError
             raise ExpertUnavailable(self.name, str(exc)) from exc
-
-    def _launch(self, loaded: LoadedFusion) -> _Engine:
-        spec = self._spec
         solver = build_solver(spec.solver, spec.alpha, spec.alpha_max)
         vocab = loaded.vocab.to(loaded.device)
         combiner = FusionCombiner(solver, vocab, experts=len(spec.experts))
@@ -151,6 +161,31 @@ class FusionExpert:
         members = loaded.member_set(
             spec.engine, spec.max_batch, spec.context_tokens + 1, spec.compile
         )
+        if isinstance(members, StaticMembers):
+            members = self._checked(loaded, combiner, members)
+        return _Prepared(loaded, combiner, members)
+
+    def _checked(
+        self, loaded: LoadedFusion, combiner: FusionCombiner, members: StaticMembers
+    ) -> MemberSet:
+        """The static engine after a few steps of a test row; if those fail, the dynamic
+        engine when the engine was `auto` (logged), else the expert is unavailable."""
+        try:
+            with torch.inference_mode():
+                first_steps(members, combiner, combiner.experts)
+        except Exception as exc:  # whatever the models or the device raise
+            if self._spec.engine == "static":
+                raise ExpertUnavailable(self.name, f"static engine failed: {exc}") from exc
+            logger.warning(
+                "fusion: the static engine failed its first steps; using dynamic caches",
+                extra={"expert": self.name, "action": "load", "error": str(exc)},
+            )
+            return loaded.member_set("dynamic", 1, 1)
+        return members
+
+    def _launch(self, prepared: _Prepared) -> _Engine:
+        spec, loaded = self._spec, prepared.loaded
+        combiner, members = prepared.combiner, prepared.members
         decoder = BatchDecoder(members, combiner, max_batch=spec.max_batch)
         stopping = threading.Event()
         thread = threading.Thread(

@@ -110,6 +110,19 @@ class DynamicMembers:
             member.reset()
 
 
+def first_steps(members: MemberSet, combine: Combine, experts: int, steps: int = 2) -> None:
+    """Decode one short row for a few steps and drop it: a start-up check that a member
+    set works with these models (and, on CUDA, its first graphs get captured)."""
+    members.admit((1, 2, 3))
+    previous = torch.zeros((1, experts), device=members.device)
+    try:
+        for _ in range(steps):
+            scores, previous = members.combine(combine, previous)
+            members.forward(scores.argmax(dim=-1))
+    finally:
+        members.reset()
+
+
 class SlotCache:
     """What a transformers attention layer asks of its cache (`update`), over static
     buffers: it writes the step's keys and values at the shared column of the first `rows`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from experts.base import (
     Sampling,
 )
 from experts.fusion import FusionExpert
+from experts.fusion.loading import LoadedFusion
+from experts.fusion.static import MemberSet
 from experts.local import LocalExpert
 from experts.registry import BuildContext, build_expert
 from experts.specs import ExpertSpec, FusionSpec, LocalSpec
@@ -169,6 +172,35 @@ async def test_the_static_engine_answers_like_the_dynamic_one(
     requests = [ask("hello there"), ask("x", max_tokens=3), ask("a longer question here")]
     together = await asyncio.gather(*(static.complete(request) for request in requests))
     assert together == [await dynamic.complete(request) for request in requests]
+
+
+async def test_a_static_engine_that_fails_its_first_steps(
+    models: dict[str, Path],
+    opened: list[Expert],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asked for, the static engine must work; chosen by `auto` (on a GPU), a failure at
+    start falls back to dynamic caches."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("this transformers version calls the cache differently")
+
+    monkeypatch.setattr("experts.fusion.expert.first_steps", broken)
+    strict = fusion(models, opened, engine="static", context_tokens=256)
+    with pytest.raises(ExpertUnavailable, match="static engine failed: this transformers"):
+        await strict.start()
+    chosen = LoadedFusion.member_set
+
+    def static_for_auto(self: LoadedFusion, engine: str, *rest: Any) -> MemberSet:
+        return chosen(self, "static" if engine == "auto" else engine, *rest)
+
+    monkeypatch.setattr(LoadedFusion, "member_set", static_for_auto)
+    relaxed = fusion(models, opened, context_tokens=256)
+    dynamic = fusion(models, opened, engine="dynamic")
+    with caplog.at_level(logging.WARNING, logger="experts.fusion.expert"):
+        assert await relaxed.complete(HELLO) == await dynamic.complete(HELLO)
+    assert "failed its first steps; using dynamic caches" in caplog.text
 
 
 async def test_extra_appended_ids_are_allowed(
