@@ -319,7 +319,8 @@ class StaticMembers:
         def body() -> tuple[Tensor, Tensor]:
             return combine([b.logits[:batch] for b in self._live()], stored[:batch])
 
-        scores, alpha = cast(tuple[Tensor, Tensor], self._run(("combine", batch, 0), body))
+        key = ("combine", batch, id(combine))  # a graph records one combiner
+        scores, alpha = cast(tuple[Tensor, Tensor], self._run(key, body))
         return scores[:rows], alpha[:rows]
 
     def _compiled_form(self, combine: Combine, previous: Tensor) -> Combine:
