@@ -53,6 +53,11 @@ class Gate:
     none: float = 0.0
     combined: float = 1.0
 
+    @property
+    def feature_weights(self) -> NDArray[np.float64]:
+        """The weights of `gate_features`' columns, in `GATE_FEATURES` order."""
+        return np.array([getattr(self, name) for name in GATE_FEATURES], dtype=np.float64)
+
 
 @dataclass(frozen=True, slots=True)
 class Combination:
@@ -147,8 +152,14 @@ def _split(
 
 
 def gate_features(logits: Floats, similarities: Floats, has_none: bool) -> NDArray[np.float64]:
-    """[n, 3]: the head's energy, the best similarity, the "none" logit (0 without one)."""
-    experts, none, sims = _split(logits, similarities, has_none)
+    """[n, 3], in `GATE_FEATURES` order: the head's energy, the best similarity, the "none"
+    logit (0 without one)."""
+    return _features(*_split(logits, similarities, has_none))
+
+
+def _features(
+    experts: NDArray[np.float64], none: NDArray[np.float64], sims: NDArray[np.float64]
+) -> NDArray[np.float64]:
     return np.stack([_logsumexp(experts), sims.max(axis=1), none], axis=1)
 
 
@@ -167,20 +178,14 @@ class Assessment:
 
 def combine(logits: Floats, similarities: Floats, has_none: bool, mix: Combination) -> Assessment:
     experts, none, sims = _split(logits, similarities, has_none)
-    energy = _logsumexp(experts)
+    features = _features(experts, none, sims)
+    energy = features[:, 0]
     z = mix.alpha * (experts - energy[:, None] + mix.gamma * sims)
     combined = _logsumexp(z)
-    shares = np.exp(z - combined[:, None])
     gate = mix.gate
-    g = (
-        gate.bias
-        + gate.energy * energy
-        + gate.similarity * sims.max(axis=1)
-        + gate.none * none
-        + gate.combined * combined
-    )
+    g = gate.bias + features @ gate.feature_weights + gate.combined * combined
     in_scope = 0.5 * (1.0 + np.tanh(0.5 * g))  # the logistic function, without overflow
-    return Assessment(in_scope, shares / shares.sum(axis=1, keepdims=True))
+    return Assessment(in_scope, np.exp(z - combined[:, None]))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -194,12 +199,14 @@ class ProbabilityHead:
         self, vector: Floats, similarities: Sequence[float] | Floats
     ) -> tuple[float, NDArray[np.float64]]:
         """(probability that some expert fits, each expert's share of it)."""
-        sims = np.asarray(similarities, dtype=np.float32).reshape(1, -1)
-        found = combine(self.linear.logits(vector), sims, self.linear.has_none, self.mix)
+        found = self._combined(vector, similarities)
         return float(found.in_scope[0]), found.shares[0]
 
     def probabilities(self, vector: Floats, similarities: Sequence[float] | Floats) -> Floats:
         """[n_experts + 1]: each expert's probability, then "none"'s; they sum to one."""
-        in_scope, shares = self.assess(vector, similarities)
-        out: Floats = np.append(shares * in_scope, 1.0 - in_scope).astype(np.float32)
-        return out
+        row: Floats = self._combined(vector, similarities).probabilities()[0]
+        return row
+
+    def _combined(self, vector: Floats, similarities: Sequence[float] | Floats) -> Assessment:
+        sims = np.asarray(similarities, dtype=np.float32).reshape(1, -1)
+        return combine(self.linear.logits(vector), sims, self.linear.has_none, self.mix)
