@@ -334,7 +334,7 @@ def member_set(
     engine: str, modules: Sequence[torch.nn.Module], rows: int, length: int, card: Card
 ) -> MemberSet:
     if engine == "dynamic":
-        return DynamicMembers([CausalLMMember(module) for module in modules])
+        return DynamicMembers.of(modules)
     graphs = engine in ("graphs", "compiled") and card.device.type == "cuda"
     return StaticMembers(
         modules, max_rows=rows, max_len=length, graphs=graphs, compile_combiner=engine == "compiled"

@@ -44,7 +44,7 @@ from experts.fusion.rows import (
     TextEvent,
 )
 from experts.fusion.solvers import build_solver
-from experts.fusion.static import MemberSet, StaticMembers, first_steps
+from experts.fusion.static import DynamicMembers, MemberSet, StaticMembers, first_steps
 from experts.prompting import generation_failure, plan_prompt, within
 from experts.specs import FusionSpec
 from experts.weights import ModelUnavailable
@@ -180,7 +180,7 @@ class FusionExpert:
                 "fusion: the static engine failed its first steps; using dynamic caches",
                 extra={"expert": self.name, "action": "load", "error": str(exc)},
             )
-            return loaded.member_set("dynamic", 1, 1)
+            return DynamicMembers.of(loaded.modules)
         return members
 
     def _launch(self, prepared: _Prepared) -> _Engine:

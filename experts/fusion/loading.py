@@ -15,7 +15,6 @@ from typing import Protocol, cast
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experts.fusion.members import CausalLMMember
 from experts.fusion.static import DynamicMembers, MemberSet, StaticMembers
 from experts.fusion.vocab import MemberVocab, SharedVocab, shared_vocab
 from experts.prompting import DTYPES, ChatTokenizer, eos_ids
@@ -56,7 +55,7 @@ class LoadedFusion:
             return StaticMembers(
                 self.modules, max_rows=max_rows, max_len=max_len, compile_combiner=compile_combiner
             )
-        return DynamicMembers([CausalLMMember(module) for module in self.modules])
+        return DynamicMembers.of(self.modules)
 
 
 @dataclass(frozen=True, slots=True)

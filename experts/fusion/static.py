@@ -28,7 +28,13 @@ from typing import Protocol, cast
 import torch
 from transformers import DynamicCache
 
-from experts.fusion.members import StepModel, cache_keyword, cache_pairs, leading_padding
+from experts.fusion.members import (
+    CausalLMMember,
+    StepModel,
+    cache_keyword,
+    cache_pairs,
+    leading_padding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,11 @@ class DynamicMembers:
     def __init__(self, members: Sequence[StepModel]):
         self._members = list(members)
         self._logits: list[Tensor] = []
+
+    @classmethod
+    def of(cls, modules: Sequence[torch.nn.Module]) -> DynamicMembers:
+        """Transformers causal LMs, each as a `CausalLMMember`."""
+        return cls([CausalLMMember(module) for module in modules])
 
     @property
     def rows(self) -> int:
