@@ -13,12 +13,30 @@ from typing import Protocol, TypeAlias, runtime_checkable
 JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 
 
+JSONObject: TypeAlias = dict[str, JSONValue]
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat turn, reduced to what every expert understands."""
+    """One chat turn: a text view every expert and the gateway's own logic read, and the
+    turn as the client sent it.
+
+    `role` and `content` are the text view (a `developer` turn reads as `system`; content
+    parts other than text are left out of `content`). `raw`, when the turn came from a
+    client, is its whole OpenAI shape (`name`, `tool_calls`, `tool_call_id`, image and
+    audio parts, any unknown field), which an OpenAI-compatible expert sends on as it is.
+    Turns the gateway writes itself (few-shot examples) have none.
+    """
 
     role: str
     content: str
+    raw: Mapping[str, JSONValue] | None = field(default=None, compare=False)
+
+    def to_openai(self) -> JSONObject:
+        """The turn in OpenAI's shape: as the client sent it, else its text view."""
+        if self.raw is not None:
+            return dict(self.raw)
+        return {"role": self.role, "content": self.content}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +52,37 @@ class Sampling:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
+    # The name the client gave the token limit: `max_completion_tokens` (newer OpenAI
+    # models refuse `max_tokens`) or `max_tokens`. Upstreams get it under the same name.
+    max_tokens_key: str = "max_tokens"
 
     def is_greedy(self) -> bool:
+        """Whether an in-process model decodes greedily (its default without temperature)."""
         return self.temperature is None or self.temperature == 0.0
+
+    def is_deterministic(self, seed_deterministic: bool) -> bool:
+        """Whether two identical requests get one answer: an explicit temperature of 0, or
+        a seed where the expert says seeds make answers repeatable. OpenAI's default
+        temperature is 1, so a request that names none samples."""
+        return self.temperature == 0.0 or (seed_deterministic and self.seed is not None)
 
 
 @dataclass(frozen=True, slots=True)
 class ExpertRequest:
     """What the gateway hands an expert.
 
-    `extra` holds request fields the gateway does not interpret (e.g. `response_format`,
-    `logprobs`); an OpenAI-compatible expert forwards them to its upstream untouched.
+    `extra` holds request fields the gateway does not interpret (e.g. `tools`,
+    `response_format`, `logprobs`, `n`); an OpenAI-compatible expert forwards them to its
+    upstream untouched.
     """
 
     messages: tuple[Message, ...]
     sampling: Sampling = field(default_factory=Sampling)
     extra: Mapping[str, JSONValue] = field(default_factory=dict)
     request_id: str = ""
+    # False: the client wants the answer whole. An expert that can get it whole (an
+    # OpenAI-compatible upstream, asked non-streamed) yields it as a single delta.
+    stream: bool = True
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -81,23 +113,35 @@ class Usage:
 class Delta:
     """One step of an answer: some text, and on the last step the finish reason.
 
-    `usage` arrives at most once, on or after the step that carries `finish_reason`.
-    `meta` holds facts about the answer an expert reports on its final delta, as JSON keyed
-    by kind (a fusion expert's `{"fusion": {...}}` weight summary); the gateway may attach
-    them to the answer's `route` object. Empty for most experts.
+    `content` and `finish_reason` are the text view of the first choice. `usage` arrives
+    at most once, on or after the step that carries `finish_reason`. `meta` holds facts
+    about the answer an expert reports on its final delta, as JSON keyed by kind (a fusion
+    expert's `{"fusion": {...}}` weight summary); the gateway may attach them to the
+    answer's `route` object. Empty for most experts.
+
+    An expert that speaks the whole OpenAI protocol also hands over the answer in that
+    shape, untouched: `chunk` is one streamed `chat.completion.chunk` (every choice, tool
+    call deltas, logprobs, unknown fields), `completion` a whole `chat.completion` (a
+    non-streamed answer, in a single delta). Experts that produce text leave both None.
     """
 
     content: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
     meta: Mapping[str, JSONValue] = field(default_factory=dict)
+    chunk: Mapping[str, JSONValue] | None = None
+    completion: Mapping[str, JSONValue] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ExpertResult:
+    """A whole answer: its text view, and `body`, the `chat.completion` as the upstream
+    sent it, from an expert that speaks the whole protocol."""
+
     content: str
     finish_reason: str
     usage: Usage | None = None
+    body: Mapping[str, JSONValue] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +231,27 @@ class ExpertUnreachable(ExpertUnavailable):
 
 
 class ExpertRejected(ExpertError):
-    """The expert refused the request as invalid (an upstream 4xx). The client's fault."""
+    """The expert refused the request (an upstream 4xx): invalid, unauthorised, unknown,
+    or too many requests.
 
-    def __init__(self, expert: str, message: str, status: int = 400) -> None:
+    `error` is the upstream's OpenAI error object (`message`, `type`, `param`, `code`)
+    when it sent one, and `retry_after` its `Retry-After` header, so that the client can
+    be answered as the upstream answered.
+    """
+
+    def __init__(
+        self,
+        expert: str,
+        message: str,
+        status: int = 400,
+        *,
+        error: Mapping[str, JSONValue] | None = None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(expert, message)
         self.status = status
+        self.error = error
+        self.retry_after = retry_after
 
 
 class ExpertDeclined(ExpertError):

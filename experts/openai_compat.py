@@ -1,5 +1,12 @@
 """An expert served by vLLM or any OpenAI-compatible chat completions server.
 
+The protocol passes through whole: messages go upstream in the shape the client sent them
+(tool calls, tool turns, content parts, names), a non-streamed request is sent
+non-streamed and its `chat.completion` comes back as it is, and a streamed one hands on
+every chunk untouched (tool call deltas, every choice, logprobs, unknown fields); the
+text view the gateway reads is taken beside them. An upstream 4xx keeps its status, its
+OpenAI error object and its `Retry-After`.
+
 One pooled `aiohttp.ClientSession` per expert (keep-alive connections, C HTTP parser: a
 streamed request costs a fraction of a millisecond of CPU). Streaming passes the
 upstream's chunks through one by one and reads each body to its end, so connections go
@@ -41,7 +48,7 @@ logger = logging.getLogger(__name__)
 JSONObject = dict[str, JSONValue]
 
 # Request keys the expert sets itself; `ExpertRequest.extra` cannot override them.
-OWNED_KEYS: Final = frozenset({"model", "messages", "stream", "stream_options"})
+OWNED_KEYS: Final = frozenset({"model", "messages", "stream"})
 USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
 HEALTH_TIMEOUT_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
@@ -91,7 +98,12 @@ class OpenAIExpert:
             await session.close()
 
     async def complete(self, request: ExpertRequest) -> ExpertResult:
-        response = await self._open(self._body(request, stream=False), request.request_id)
+        # Nothing arrives before the whole answer: only the total timeout applies.
+        limits = aiohttp.ClientTimeout(
+            total=self._spec.total_timeout_s, connect=self._spec.connect_timeout_s
+        )
+        body = self._body(request, stream=False)
+        response = await self._open(body, request.request_id, limits)
         read = False
         try:
             raw = await response.read()
@@ -111,7 +123,19 @@ class OpenAIExpert:
             raise self._malformed(exc) from exc
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[Delta]:
-        response = await self._open(self._body(request, stream=True), request.request_id)
+        if not request.stream:  # asked whole: sent non-streamed, answered in one delta
+            result = await self.complete(request)
+            usage, body = result.usage, result.body
+            yield Delta(result.content, result.finish_reason, usage, completion=body)
+            return
+        # `timeout_s` is the longest silence between chunks; the whole stream has its total.
+        limits = aiohttp.ClientTimeout(
+            total=self._spec.total_timeout_s,
+            connect=self._spec.connect_timeout_s,
+            sock_read=self._spec.timeout_s,
+        )
+        body = self._body(request, stream=True)
+        response = await self._open(body, request.request_id, limits)
         decoder = SSEDecoder()
         finished = complete = False
         after_done: int | None = None
@@ -131,9 +155,8 @@ class OpenAIExpert:
                     after_done = 0
                     continue
                 delta = _parse_chunk(data)
-                if delta is not None:
-                    finished = finished or delta.finish_reason is not None
-                    yield delta
+                finished = finished or delta.finish_reason is not None
+                yield delta
             else:
                 complete = True
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -201,13 +224,24 @@ class OpenAIExpert:
         body: JSONObject = {k: v for k, v in request.extra.items() if k not in OWNED_KEYS}
         body.update(_sampling_params(request))
         body["model"] = self._spec.model
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body["messages"] = [self._message(m.to_openai()) for m in request.messages]
         body["stream"] = stream
+        options = body.pop("stream_options", None)
         if stream:
-            body["stream_options"] = {"include_usage": True}
+            # Usage is always asked for (token budgets count it); the client gets the
+            # usage chunk only when it asked for it too.
+            kept = dict(options) if isinstance(options, dict) else {}
+            body["stream_options"] = {**kept, "include_usage": True}
         return body
 
-    async def _open(self, body: JSONObject, request_id: str) -> aiohttp.ClientResponse:
+    def _message(self, message: JSONObject) -> JSONObject:
+        if message.get("role") == "developer" and not self._spec.developer_role:
+            message["role"] = "system"
+        return message
+
+    async def _open(
+        self, body: JSONObject, request_id: str, limits: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
         """POST the body and return the open (unread) 2xx response, retrying what is safe."""
         session = self._ensure_session()
         headers = {"Content-Type": "application/json"}
@@ -217,7 +251,9 @@ class OpenAIExpert:
         attempt = 0
         while True:
             try:
-                response = await session.post(self._completions_url, data=payload, headers=headers)
+                response = await session.post(
+                    self._completions_url, data=payload, headers=headers, timeout=limits
+                )
             except _CONNECT_ERRORS as exc:
                 if attempt >= self._spec.max_retries:
                     raise self._transport_error(exc, attempts=attempt + 1) from exc
@@ -261,7 +297,13 @@ class OpenAIExpert:
         status = response.status
         message = _error_message(raw)
         if 400 <= status < 500:
-            return ExpertRejected(self.name, message, status=status)
+            return ExpertRejected(
+                self.name,
+                message,
+                status=status,
+                error=_error_object(raw),
+                retry_after=response.headers.get("Retry-After"),
+            )
         return ExpertUnavailable(self.name, f"upstream returned {status}: {message}")
 
     def _transport_error(self, exc: BaseException, attempts: int = 1) -> ExpertError:
@@ -310,6 +352,9 @@ def _sampling_params(request: ExpertRequest) -> JSONObject:
         "repetition_penalty": sampling.repetition_penalty,
     }
     params.update({key: value for key, value in optional.items() if value is not None})
+    if sampling.max_tokens is not None:
+        params.pop("max_tokens")
+        params[sampling.max_tokens_key] = sampling.max_tokens
     if sampling.stop:
         params["stop"] = list(sampling.stop)
     return params
@@ -349,11 +394,12 @@ def _parse_completion(raw: bytes) -> ExpertResult:
         content=content if isinstance(content, str) else "",
         finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
         usage=_parse_usage(body.get("usage")),
+        body=body,
     )
 
 
-def _parse_chunk(data: str) -> Delta | None:
-    """One streamed chunk as a `Delta`, or None when it carries nothing we pass on."""
+def _parse_chunk(data: str) -> Delta:
+    """One streamed chunk: the chunk itself, and the text view of its first choice."""
     chunk = _load_object(data)
     if "error" in chunk:
         raise MalformedUpstream(f"upstream error event in stream: {_error_text(chunk)}")
@@ -363,14 +409,13 @@ def _parse_chunk(data: str) -> Delta | None:
     choices = chunk.get("choices")
     if choices:
         choice = _first_choice(chunk)
-        delta = _as_object(choice.get("delta", {}), "choices[0].delta")
-        text = delta.get("content")
-        content = text if isinstance(text, str) else ""
-        reason = choice.get("finish_reason")
-        finish_reason = reason if isinstance(reason, str) else None
-    if not content and finish_reason is None and usage is None:
-        return None
-    return Delta(content=content, finish_reason=finish_reason, usage=usage)
+        if choice.get("index", 0) == 0:
+            delta = _as_object(choice.get("delta", {}), "choices[0].delta")
+            text = delta.get("content")
+            content = text if isinstance(text, str) else ""
+            reason = choice.get("finish_reason")
+            finish_reason = reason if isinstance(reason, str) else None
+    return Delta(content=content, finish_reason=finish_reason, usage=usage, chunk=chunk)
 
 
 def _parse_usage(value: JSONValue) -> Usage | None:
@@ -425,6 +470,15 @@ def _as_object(value: object, where: str) -> JSONObject:
     if not isinstance(value, dict):
         raise MalformedUpstream(f"{where} is not an object")
     return value
+
+
+def _error_object(raw: bytes) -> JSONObject | None:
+    """The upstream's OpenAI error object (`{"error": {...}}`'s inner object), if it sent one."""
+    try:
+        error = _load_object(raw).get("error")
+    except MalformedUpstream:
+        return None
+    return error if isinstance(error, dict) else None
 
 
 def _error_message(raw: bytes) -> str:

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import string
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,6 +26,13 @@ from pydantic import (
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 RESERVED_NAMES = frozenset({"auto"})
+
+# What a request may need of an expert beyond text: function calling (`tools`, tool
+# turns), image, audio and file content parts, several choices (`n` > 1), `logprobs`.
+Capability = Literal["tools", "images", "audio", "files", "n", "logprobs"]
+CAPABILITIES: tuple[Capability, ...] = ("tools", "images", "audio", "files", "n", "logprobs")
+# The endpoints besides chat an expert may serve (passed through by model name).
+Endpoint = Literal["completions", "embeddings", "responses"]
 
 
 class ExpertSpecBase(BaseModel):
@@ -48,6 +55,31 @@ class ExpertSpecBase(BaseModel):
     # `queue_timeout_s` for a slot, then get a 429.
     max_concurrency: int | None = Field(default=None, ge=1)
     queue_timeout_s: float = Field(default=10.0, ge=0)
+    # The longest one whole answer may take, streamed or not (`timeout_s` bounds the wait
+    # for its start).
+    total_timeout_s: float = Field(default=600.0, gt=0)
+    # What the expert can take beyond text; None: its kind's default (`default_capabilities`).
+    capabilities: list[Capability] | None = None
+
+    # Each kind's capabilities when the config names none.
+    default_capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    # Whether a `seed` makes this expert's sampled answers repeatable (then cacheable).
+    seed_deterministic: bool = False
+
+    @property
+    def capability_set(self) -> frozenset[Capability]:
+        if self.capabilities is None:
+            return self.default_capabilities
+        return frozenset(self.capabilities)
+
+    @property
+    def endpoint_set(self) -> frozenset[Endpoint]:
+        """The endpoints besides chat that the expert serves (none but for `openai`)."""
+        return frozenset()
+
+    def first_delta_timeout_s(self, stream: bool) -> float:
+        """How long the gateway waits for the expert's first delta (of any kind)."""
+        return self.timeout_s
 
     @field_validator("name")
     @classmethod
@@ -68,6 +100,24 @@ class OpenAISpec(ExpertSpecBase):
     max_retries: int = Field(default=2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=100, ge=1)
+    # Send `developer` turns as `developer` (false: as `system`, for servers that only
+    # know the older roles).
+    developer_role: bool = True
+    # The other OpenAI endpoints this upstream serves; requests naming this expert as the
+    # model are passed through to them. None: all three (vLLM serves them).
+    endpoints: list[Endpoint] | None = None
+
+    default_capabilities: ClassVar[frozenset[Capability]] = frozenset(CAPABILITIES)
+
+    def first_delta_timeout_s(self, stream: bool) -> float:
+        # A non-streamed request is sent upstream non-streamed: its answer comes whole.
+        return self.timeout_s if stream else self.total_timeout_s
+
+    @property
+    def endpoint_set(self) -> frozenset[Endpoint]:
+        if self.endpoints is None:
+            return frozenset(("completions", "embeddings", "responses"))
+        return frozenset(self.endpoints)
 
 
 class ToolSpec(ExpertSpecBase):
@@ -91,6 +141,8 @@ class LocalSpec(ExpertSpecBase):
     context_tokens: int = Field(default=2048, ge=16)
     system_prompt: str | None = None
     threads: int | None = Field(default=None, ge=1)
+    # Sampling with a seed draws from a generator seeded with it: repeatable.
+    seed_deterministic: bool = True
 
 
 class FusionMemberSpec(BaseModel):
@@ -134,6 +186,7 @@ class FusionSpec(ExpertSpecBase):
     compile: bool = False
     system_prompt: str | None = None
     threads: int | None = Field(default=None, ge=1)
+    seed_deterministic: bool = True
 
     @field_validator("experts")
     @classmethod

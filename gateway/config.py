@@ -44,6 +44,8 @@ class ServerConfig(_Section):
     max_messages: int = Field(default=256, ge=1)
     max_message_chars: int = Field(default=100_000, ge=1)
     max_tokens: int = Field(default=32_768, ge=1)
+    # Choices one request may ask for (`n`).
+    max_n: int = Field(default=8, ge=1, le=128)
     # torch intra-op threads for embedding and in-process models (default: the CPUs this
     # process may run on); BLAS is pinned to 1.
     torch_threads: int | None = Field(default=None, ge=1)

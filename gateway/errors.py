@@ -49,6 +49,45 @@ class ExpertNotFound(NotFound):
     default_code = "model_not_found"
 
 
+class UpstreamRejected(GatewayError):
+    """An expert's upstream refused the request with a 4xx: the client gets that status,
+    the upstream's error object (`message`, `type`, `param`, `code`) and its
+    `Retry-After`, as if it had asked the upstream itself. The expert is named in the
+    `X-Route-Expert` header."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        expert: str,
+        type_: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status  # type: ignore[misc]  # this error's status is the upstream's
+        self.type = type_ or _TYPES.get(status, "invalid_request_error")  # type: ignore[misc]
+        self.expert = expert
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-Route-Expert": self.expert}
+        if self.retry_after:
+            headers["Retry-After"] = self.retry_after
+        return headers
+
+
+# OpenAI's error types by status, for upstreams whose error body names none.
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

@@ -24,6 +24,8 @@ class ChatCall:
     request_id: str = ""
     # Cache-Control directives: "no-cache" skips cache lookups, "no-store" storing.
     cache_control: frozenset[str] = frozenset()
+    # Whether the client streams the answer (a non-streamed one is asked for whole).
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,12 +48,13 @@ class Runtime:
             raise InvalidRequest(f"unknown expert '{name}'")
         return spec
 
-    def serving(self, name: str) -> str:
-        """`name`, or its first healthy fallback while it is unhealthy (503 when none)."""
+    def serving(self, name: str, usable: Callable[[str], bool] | None = None) -> str:
+        """`name`, or its first healthy fallback while it is unhealthy (503 when none);
+        fallbacks that `usable` says cannot take the request are passed over."""
         if self.health.healthy(name):
             return name
         for fallback in self.spec(name).fallbacks:
-            if self.health.healthy(fallback):
+            if self.health.healthy(fallback) and (usable is None or usable(fallback)):
                 return fallback
         detail = self.health.state(name).detail
         raise ExpertDown(f"expert '{name}' is unavailable ({detail}) and has no healthy fallback")

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 from opentelemetry.trace import Span
 
@@ -20,6 +21,16 @@ from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, 
 from experts.registry import ExpertSet
 from experts.specs import ExpertSpec
 from gateway.activity import Activity, LoggedRequest
+from gateway.answers import Answer
+from gateway.capabilities import (
+    capable,
+    check_capable,
+    forces_tool_call,
+    incapable,
+    lacking,
+    plain_text,
+    request_needs,
+)
 from gateway.config import Config
 from gateway.errors import (
     ExpertBusy,
@@ -37,7 +48,7 @@ from gateway.memory.pending import CompletionRecord
 from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
-from gateway.routing.conversation import Routed
+from gateway.routing.conversation import Constraints, Routed
 from gateway.routing.embedder import Embedder, EmbedderUnavailable
 from gateway.routing.explain import Explanation
 from gateway.routing.router import Candidate, Clarify, Dispatch
@@ -215,8 +226,10 @@ class Gateway:
     async def _handle(self, runtime: Runtime, call: ChatCall, lease: Lease) -> Reply:
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         started = time.perf_counter()
-        # 1-4. explicit expert, or route the conversation (learned exemplars count).
-        routed = await self._route(runtime, call, remember=True)
+        # 1-4. explicit expert, or route the conversation (learned exemplars count) among
+        #      the experts that can take what it carries.
+        needs = request_needs(call.messages, call.extra)
+        routed = await self._route(runtime, call, needs, remember=True)
         route = route_info(routed)
         self._observe_route(call, route, time.perf_counter() - started)
         self.activity.log(call.tenant, LoggedRequest.of(reply_id, routed.routing_text, route))
@@ -225,7 +238,12 @@ class Gateway:
             deltas = lease.guard(single(routed.decision.question))
             return Reply(reply_id, created, AUTO, route, deltas)
         assert route.expert is not None
-        serving = runtime.serving(route.expert)  # an unhealthy expert's fallback, or 503
+
+        def usable(name: str) -> bool:
+            spec = runtime.config.expert(name)
+            return spec is not None and not lacking(spec, needs)
+
+        serving = runtime.serving(route.expert, usable)  # an unhealthy expert's fallback
         if serving != route.expert:
             route = route.with_expert(serving, f"{route.reason}+unhealthy_{route.expert}")
         spec = runtime.spec(serving)
@@ -238,7 +256,7 @@ class Gateway:
                 call.tenant, spec.name, routed.routing_text, learned
             )
         # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
-        plan = self._cache_plan(runtime.config, spec, call, messages)
+        plan = self._cache_plan(runtime.config, spec, call, messages, needs)
         cached = None
         if plan.lookup:
             semantic = plan.semantic and plan.request.semantic
@@ -249,7 +267,9 @@ class Gateway:
             self.activity.cache_lookup(cached.kind if cached is not None else None)
         if cached is not None:
             self.metrics.cache_hits.labels(cached.kind).inc()
-            deltas = replay(cached.content, cached.finish_reason, usage_from(cached.usage))
+            usage = usage_from(cached.usage)
+            whole = cast("Mapping[str, JSONValue] | None", cached.completion)
+            deltas = replay(cached.content, cached.finish_reason, usage, whole)
             route = route.with_cached(cached.kind)
             return Reply(reply_id, created, spec.name, route, lease.guard(deltas))
         # 7. few-shot exemplars of that expert.
@@ -262,14 +282,14 @@ class Gateway:
         # 8. call the expert (or its fallbacks) within its concurrency limit, primed so
         #    early failures get a status.
         await self._admit(runtime, spec.name, lease)
-        request = ExpertRequest(shots, call.sampling, call.extra, call.request_id)
+        request = ExpertRequest(shots, call.sampling, call.extra, call.request_id, call.stream)
         expert, deltas = await open_expert(
             runtime.config, runtime.experts, spec.name, request,
-            self.metrics.expert_error, runtime.health.healthy,
+            self.metrics.expert_error, runtime.health.healthy, usable,
         )  # fmt: skip
         if expert != spec.name:
             route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
-            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages)
+            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages, needs)
         # 9. record: the answer for follow-ups and feedback, and the cache.
         recorded = self._record(reply_id, call, routed, expert, plan, vector, deltas, started)
         return Reply(reply_id, created, expert, route, lease.guard(recorded))
@@ -289,12 +309,14 @@ class Gateway:
 
     async def route(self, call: ChatCall) -> RouteInfo:
         """The routing decision alone: no expert is called and nothing is remembered."""
-        return route_info(await self._route(self._current(), call, remember=False))
+        needs = request_needs(call.messages, call.extra)
+        return route_info(await self._route(self._current(), call, needs, remember=False))
 
     async def explain_route(self, call: ChatCall) -> tuple[RouteInfo, Explanation]:
         """`route`, with the policy applied and the exemplars that supported the decision."""
         runtime = self._current()
-        routed = await self._route(runtime, call, remember=False)
+        needs = request_needs(call.messages, call.extra)
+        routed = await self._route(runtime, call, needs, remember=False)
         route = route_info(routed)
         vector = routed.vector
         if vector is None:  # an explicit expert or a resolved clarification
@@ -307,11 +329,21 @@ class Gateway:
         )
         return route, explanation
 
-    async def _route(self, runtime: Runtime, call: ChatCall, *, remember: bool) -> Routed:
+    async def _route(
+        self, runtime: Runtime, call: ChatCall, needs: frozenset[str], *, remember: bool
+    ) -> Routed:
+        config = runtime.config
         if call.model != AUTO:
-            return _explicit(runtime.config, call)
+            return _explicit(config, call, needs)
+        allowed = capable(config.experts, needs) if needs else None
+        if allowed is not None and not allowed:
+            raise incapable("no expert can take this request", needs, config.experts)
+        # A forced tool call cannot be answered with a question.
+        constraints = Constraints(allowed, ask=not forces_tool_call(call.extra))
         try:
-            return await runtime.routing.route(call.messages, call.tenant, remember=remember)
+            return await runtime.routing.route(
+                call.messages, call.tenant, remember=remember, constraints=constraints
+            )
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
         except EmbedderUnavailable as exc:
@@ -325,14 +357,21 @@ class Gateway:
         spec: ExpertSpec,
         call: ChatCall,
         messages: tuple[Message, ...],
+        needs: frozenset[str],
     ) -> _CachePlan:
+        """Cache only what repeats: an explicit temperature of 0, or a seed the expert
+        honours. The key covers every field that can change the answer; similar-text hits
+        only for plain text."""
         ttl = spec.cache_ttl_s if spec.cache_ttl_s is not None else config.cache.ttl_s
-        repeatable = call.sampling.is_greedy() or call.sampling.seed is not None
+        repeatable = call.sampling.is_deterministic(spec.seed_deterministic)
         usable = config.cache.enabled and ttl > 0 and repeatable
-        params: dict[str, object] = {"sampling": call.sampling, "extra": dict(call.extra)}
+        extra = {k: v for k, v in call.extra.items() if k not in _NOT_IN_CACHE_KEY}
+        params: dict[str, object] = {"sampling": call.sampling, "extra": extra}
         pairs = [(m.role, m.content) for m in messages]
-        request = cache_request(call.tenant, spec.name, pairs, params)
+        shapes = [_shape(m) for m in messages]
+        request = cache_request(call.tenant, spec.name, pairs, params, shapes=shapes)
         semantic = spec.semantic_cache if spec.semantic_cache is not None else config.cache.semantic
+        semantic = semantic and plain_text(needs, call.extra)
         return _CachePlan(
             request,
             lookup=usable and "no-cache" not in call.cache_control,
@@ -352,16 +391,12 @@ class Gateway:
         deltas: AsyncIterator[Delta],
         started: float,
     ) -> AsyncIterator[Delta]:
-        parts: list[str] = []
-        finish: str | None = None
-        usage: Usage | None = None
+        answer = Answer()
         try:
             async for delta in deltas:
-                if not parts:
+                if not answer.started:
                     self.metrics.first_token.labels(expert).observe(time.perf_counter() - started)
-                parts.append(delta.content)
-                finish = delta.finish_reason or finish
-                usage = delta.usage or usage
+                answer.add(delta)
                 yield delta
         except ExpertError as exc:
             self.metrics.expert_error(expert, error_kind(exc))
@@ -371,12 +406,15 @@ class Gateway:
         elapsed = time.perf_counter() - started
         self.metrics.total.labels(expert).observe(elapsed)
         self.activity.answered(expert, elapsed)
+        finish, usage = answer.finish_reason, answer.usage
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
-        answer = "".join(parts)
-        await self._current().routing.remember_answer(call.tenant, answer, expert)
+        text, completion = answer.text, answer.completion()
+        await self._current().routing.remember_answer(
+            call.tenant, text, expert, answer.tool_call_ids()
+        )
         record = CompletionRecord(
-            reply_id, call.tenant, expert, routed.routing_text, answer, time.time()
+            reply_id, call.tenant, expert, routed.routing_text, text, time.time()
         )
         await self._learning.remember_completion(record, self._config.memory.feedback_ttl_s)
         if plan.store:
@@ -391,7 +429,7 @@ class Gateway:
                 if stored is None:  # the answer is out; caching it is optional
                     return
                 request = plan.with_vector(stored).request
-            await self._memory.cache.store(request, answer, finish, counts, plan.ttl_s)
+            await self._memory.cache.store(request, text, finish, counts, plan.ttl_s, completion)
 
     def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
         self.metrics.requests.labels(route.expert or "", route.action).inc()
@@ -458,10 +496,22 @@ class _LazyVector:
         return self._vector
 
 
-def _explicit(config: Config, call: ChatCall) -> Routed:
-    if config.expert(call.model) is None:
+# Request fields that do not change the answer: not part of the cache key.
+_NOT_IN_CACHE_KEY = frozenset({"stream_options", "user", "metadata", "store"})
+
+
+def _shape(message: Message) -> object:
+    """What of a message's whole shape the text view leaves out (parts, tool calls, names)."""
+    raw = message.raw or {}
+    return {k: v for k, v in raw.items() if not (k == "content" and isinstance(v, str))}
+
+
+def _explicit(config: Config, call: ChatCall, needs: frozenset[str]) -> Routed:
+    spec = config.expert(call.model)
+    if spec is None:
         known = ", ".join([AUTO, *(spec.name for spec in config.experts)])
         raise ExpertNotFound(f"unknown model '{call.model}'; use one of: {known}", param="model")
+    check_capable(spec, needs, config.experts)
     decision = Dispatch(call.model, 1.0, 0.0, (Candidate(call.model, 1.0),), reason="explicit")
     last_user = next((m.content for m in reversed(call.messages) if m.role == "user"), "")
     return Routed(decision, last_user, len(call.messages))

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from experts.base import (
     Delta,
@@ -21,6 +21,7 @@ from experts.base import (
     ExpertTimeout,
     ExpertUnavailable,
     ExpertUnreachable,
+    JSONValue,
     Usage,
 )
 from experts.registry import ExpertSet
@@ -31,7 +32,7 @@ from gateway.errors import (
     ExpertFailed,
     ExpertTimedOut,
     GatewayError,
-    InvalidRequest,
+    UpstreamRejected,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,21 +62,31 @@ async def open_expert(
     request: ExpertRequest,
     on_error: ErrorHook | None = None,
     healthy: Callable[[str], bool] | None = None,
+    usable: Callable[[str], bool] | None = None,
 ) -> tuple[str, AsyncIterator[Delta]]:
     """Start `first`'s stream and wait for its first delta, trying its fallbacks in order.
 
     A fallback is tried when an expert declines or is unavailable before answering; a
     timeout or a rejected request ends the attempt. Returns the expert that answered and
     its (primed) stream. `on_error(expert, kind)` hears of every failure; fallbacks that
-    `healthy` says are down are skipped.
+    `healthy` says are down, or `usable` says cannot take the request, are skipped. The
+    first delta is awaited for the expert's `timeout_s`, or for its `total_timeout_s`
+    when it answers a non-streamed request whole.
     """
     spec = config.expert(first)
     fallbacks = spec.fallbacks if spec is not None else []
-    chain = [first, *(f for f in fallbacks if healthy is None or healthy(f))]
+    chain = [
+        first,
+        *(
+            f
+            for f in fallbacks
+            if (healthy is None or healthy(f)) and (usable is None or usable(f))
+        ),
+    ]
     failure: ExpertError | None = None
     for name in chain:
         expert_spec = config.expert(name)
-        timeout = expert_spec.timeout_s if expert_spec is not None else 60.0
+        timeout = expert_spec.first_delta_timeout_s(request.stream) if expert_spec else 60.0
         stream = experts[name].stream(request)
         try:
             first_delta = await asyncio.wait_for(_first(stream), timeout)
@@ -100,12 +111,30 @@ def translate(exc: ExpertError) -> GatewayError:
     if isinstance(exc, ExpertTimeout):
         return ExpertTimedOut(f"expert '{exc.expert}' timed out: {exc.message}")
     if isinstance(exc, ExpertRejected):
-        return InvalidRequest(f"expert '{exc.expert}' rejected the request: {exc.message}")
+        return rejected(exc)
     if isinstance(exc, ExpertDeclined):
         return ExpertCannotAnswer(f"expert '{exc.expert}' cannot answer this: {exc.message}")
     if isinstance(exc, ExpertUnreachable):
         return ExpertDown(f"expert '{exc.expert}' is unavailable: {exc.message}")
     return ExpertFailed(f"expert '{exc.expert}' failed: {exc.message}")
+
+
+def rejected(exc: ExpertRejected) -> UpstreamRejected:
+    """An upstream's 4xx as the client sees it: its status, error object and Retry-After."""
+    error = exc.error or {}
+    message = error.get("message")
+    fields = {key: error.get(key) for key in ("type", "param", "code")}
+    texts = {key: str(value) if value is not None else None for key, value in fields.items()}
+    return UpstreamRejected(
+        message if isinstance(message, str) else f"expert '{exc.expert}' rejected the "
+        f"request: {exc.message}",
+        status=exc.status,
+        expert=exc.expert,
+        type_=texts["type"],
+        param=texts["param"],
+        code=texts["code"],
+        retry_after=exc.retry_after,
+    )
 
 
 async def single(text: str) -> AsyncIterator[Delta]:
@@ -115,8 +144,17 @@ async def single(text: str) -> AsyncIterator[Delta]:
     yield Delta(finish_reason="stop", usage=Usage(0, words, words))
 
 
-async def replay(text: str, finish_reason: str, usage: Usage | None) -> AsyncIterator[Delta]:
-    """A cached answer as a stream of a few words per delta, like the original."""
+async def replay(
+    text: str,
+    finish_reason: str,
+    usage: Usage | None,
+    completion: Mapping[str, JSONValue] | None = None,
+) -> AsyncIterator[Delta]:
+    """A cached answer: whole, in one delta, when it was kept in OpenAI's shape; else as a
+    stream of a few words per delta, like the original."""
+    if completion is not None:
+        yield Delta(text, finish_reason, usage, completion=completion)
+        return
     pieces = _PIECE.findall(text)
     for start in range(0, len(pieces), _WORDS_PER_PIECE):
         yield Delta(content="".join(pieces[start : start + _WORDS_PER_PIECE]))

@@ -25,9 +25,17 @@ def within_caps(call: ChatCall, server: ServerConfig) -> ChatCall:
             )
     wanted = call.sampling.max_tokens
     if wanted is not None and wanted > server.max_tokens:
+        key = call.sampling.max_tokens_key
         raise InvalidRequest(
-            f"max_tokens: {wanted} is over this gateway's cap of {server.max_tokens}",
-            param="max_tokens",
+            f"{key}: {wanted} is over this gateway's cap of {server.max_tokens}",
+            param=key,
             code="max_tokens_too_large",
+        )
+    n = call.extra.get("n")
+    if isinstance(n, int) and n > server.max_n:
+        raise InvalidRequest(
+            f"n: {n} choices; this gateway gives at most {server.max_n} a request",
+            param="n",
+            code="n_too_large",
         )
     return call

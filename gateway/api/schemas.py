@@ -1,7 +1,8 @@
 """OpenAI-compatible wire models, and their translation to the gateway's `ChatCall`.
 
 Requests accept fields we do not know: they travel to the expert in `extra`, so an
-OpenAI-compatible upstream sees what the client sent.
+OpenAI-compatible upstream sees what the client sent. Each message keeps its whole shape
+(`Message.raw`) beside the text view the gateway reads.
 """
 
 from __future__ import annotations
@@ -26,24 +27,39 @@ class ContentPart(BaseModel):
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
     def text(self, index: int) -> str:
+        """The text view: a string content, or its text (and refusal) parts joined."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
         texts = []
         for part in self.content:
-            if part.type != "text" or part.text is None:
-                raise InvalidRequest(
-                    f"messages[{index}].content: only text parts are supported, got '{part.type}'",
-                    param=f"messages.{index}.content",
+            if part.type in ("text", "refusal"):
+                value = part.text if part.type == "text" else (part.model_extra or {}).get(
+                    "refusal"
                 )
-            texts.append(part.text)
+                if not isinstance(value, str):
+                    raise InvalidRequest(
+                        f"messages[{index}].content: a '{part.type}' part needs its text",
+                        param=f"messages.{index}.content",
+                    )
+                texts.append(value)
         return "\n".join(texts)
+
+    def has_content(self) -> bool:
+        if isinstance(self.content, list):
+            return any(part.type not in ("text", "refusal") or part.text for part in self.content)
+        return bool(self.content and self.content.strip())
+
+    def to_message(self, index: int) -> Message:
+        role = {"developer": "system", "function": "tool"}.get(self.role, self.role)
+        raw: dict[str, JSONValue] = self.model_dump(mode="json", exclude_unset=True)
+        return Message(role=role, content=self.text(index), raw=raw)
 
 
 class StreamOptions(BaseModel):
@@ -66,7 +82,8 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=-1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    # Passed on as given; the server's `max_n` caps it.
+    n: int | None = Field(default=None, ge=1, le=128)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0)
@@ -84,16 +101,15 @@ class ChatCompletionRequest(BaseModel):
     def to_call(
         self, tenant: str, request_id: str, cache_control: frozenset[str] = frozenset()
     ) -> ChatCall:
-        messages = tuple(
-            Message(role="system" if m.role == "developer" else m.role, content=m.text(i))
-            for i, m in enumerate(self.messages)
-        )
-        if not any(m.role == "user" and m.content.strip() for m in messages):
+        messages = tuple(m.to_message(i) for i, m in enumerate(self.messages))
+        if not any(m.role == "user" and m.has_content() for m in self.messages):
             raise InvalidRequest("messages: need at least one non-empty user message",
                                  param="messages")  # fmt: skip
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        completion_key = self.max_completion_tokens is not None
         sampling = Sampling(
             max_tokens=self.max_completion_tokens or self.max_tokens,
+            max_tokens_key="max_completion_tokens" if completion_key else "max_tokens",
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k if self.top_k not in (None, -1) else None,
@@ -104,7 +120,13 @@ class ChatCompletionRequest(BaseModel):
             repetition_penalty=self.repetition_penalty,
         )
         extra: dict[str, JSONValue] = dict(self.model_extra or {})
-        return ChatCall(self.model, messages, sampling, extra, tenant, request_id, cache_control)
+        if self.n is not None:
+            extra["n"] = self.n
+        if self.stream_options is not None:
+            extra["stream_options"] = self.stream_options.model_dump(exclude_unset=True)
+        return ChatCall(
+            self.model, messages, sampling, extra, tenant, request_id, cache_control, self.stream
+        )
 
 
 class RouteRequest(BaseModel):

@@ -3,6 +3,11 @@
 Every stream is `data: <json>\\n\\n` events ending with `data: [DONE]`. A failure after the
 headers were sent becomes one error event, then `[DONE]`. The reply's delta stream is
 closed in `finally:`, also when the client goes away mid-stream.
+
+An answer an expert gave in OpenAI's shape goes out in that shape: its chunks, or its
+whole completion, with only `id`, `created` and `model` set to the gateway's and the
+`route` object added (on the first chunk and on those that finish a choice). Answers
+given as text are framed here.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 
+from gateway.answers import Answer, split_completion
 from gateway.errors import GatewayError
 from gateway.service import Delta, JSONValue, Reply, RouteInfo, Usage, close_stream
 
@@ -51,6 +57,7 @@ def completion_body(
     usage: Usage | None,
     meta: Mapping[str, JSONValue] | None = None,
 ) -> dict[str, JSONValue]:
+    """A `chat.completion` of a text answer."""
     body: dict[str, JSONValue] = {
         "id": reply.id,
         "object": "chat.completion",
@@ -59,7 +66,8 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
                 "finish_reason": finish_reason,
             }
         ],
@@ -72,29 +80,30 @@ def completion_body(
 
 async def drain_reply(reply: Reply) -> dict[str, JSONValue]:
     """The non-streaming answer: the same delta stream, collected."""
-    parts: list[str] = []
-    finish_reason = "stop"
-    usage: Usage | None = None
-    meta: Mapping[str, JSONValue] = {}
+    answer = Answer()
     try:
         async for delta in reply.deltas:
-            parts.append(delta.content)
-            finish_reason = delta.finish_reason or finish_reason
-            usage = delta.usage or usage
-            meta = delta.meta or meta
+            answer.add(delta)
     finally:
         await close_stream(reply.deltas)
-    return completion_body(reply, "".join(parts), finish_reason, usage, meta)
+    whole = answer.completion()
+    if whole is None:
+        finish = answer.finish_reason or "stop"
+        return completion_body(reply, answer.text, finish, answer.usage, answer.meta)
+    return {**whole, **_ours(reply, "chat.completion"), "route": _route(reply, answer.meta)}
 
 
 async def chat_events(reply: Reply, include_usage: bool) -> AsyncIterator[str]:
     """The SSE body of a streamed chat completion."""
     try:
         try:
-            yield event(_chunk(reply, {"role": "assistant", "content": ""}, None, route=True))
+            first = True
             async for delta in reply.deltas:
-                for data in _chunks_for(reply, delta, include_usage):
+                for data in _chunks_for(reply, delta, include_usage, first):
                     yield event(data)
+                first = False
+            if first:  # an answer of no delta at all still opens with the role
+                yield event(_chunk(reply, {"role": "assistant", "content": ""}, None, route=True))
         except Exception as exc:  # headers are gone: report in-band, then end cleanly
             if not isinstance(exc, GatewayError):
                 logger.exception("stream failed", extra={"request_id": reply.id})
@@ -104,8 +113,39 @@ async def chat_events(reply: Reply, include_usage: bool) -> AsyncIterator[str]:
         await close_stream(reply.deltas)
 
 
-def _chunks_for(reply: Reply, delta: Delta, include_usage: bool) -> list[JSONValue]:
-    chunks: list[JSONValue] = []
+def _chunks_for(
+    reply: Reply, delta: Delta, include_usage: bool, first: bool
+) -> list[dict[str, JSONValue]]:
+    if delta.chunk is not None:
+        given = [dict(delta.chunk)]
+    elif delta.completion is not None:
+        given = split_completion(delta.completion)
+    else:
+        return _text_chunks(reply, delta, include_usage, first)
+    chunks: list[dict[str, JSONValue]] = []
+    for chunk in given:
+        usage = chunk.pop("usage", None)
+        if usage is not None and include_usage:
+            chunk["usage"] = usage
+        elif chunk.get("choices") == []:
+            continue  # the usage chunk nobody asked for
+        finishing = any(
+            isinstance(c, dict) and c.get("finish_reason") is not None
+            for c in _items(chunk.get("choices"))
+        )
+        chunk.update(_ours(reply, "chat.completion.chunk"))
+        if (first and not chunks) or finishing:
+            chunk["route"] = _route(reply, delta.meta)
+        chunks.append(chunk)
+    return chunks
+
+
+def _text_chunks(
+    reply: Reply, delta: Delta, include_usage: bool, first: bool
+) -> list[dict[str, JSONValue]]:
+    chunks: list[dict[str, JSONValue]] = []
+    if first:
+        chunks.append(_chunk(reply, {"role": "assistant", "content": ""}, None, route=True))
     if delta.content:
         chunks.append(_chunk(reply, {"content": delta.content}, None))
     if delta.finish_reason is not None:
@@ -126,16 +166,26 @@ def _chunk(
     route: bool = False,
     meta: Mapping[str, JSONValue] | None = None,
 ) -> dict[str, JSONValue]:
-    body: dict[str, JSONValue] = {
-        "id": reply.id,
-        "object": "chat.completion.chunk",
-        "created": reply.created,
-        "model": reply.model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    choice: dict[str, JSONValue] = {
+        "index": 0,
+        "delta": delta,
+        "logprobs": None,
+        "finish_reason": finish_reason,
     }
+    body: dict[str, JSONValue] = {**_ours(reply, "chat.completion.chunk"), "choices": [choice]}
     if route:
         body["route"] = _route(reply, meta)
     return body
+
+
+def _ours(reply: Reply, kind: str) -> dict[str, JSONValue]:
+    """The fields the gateway sets on every body: its id (feedback names it), the time,
+    and the expert that answered as the model."""
+    return {"id": reply.id, "object": kind, "created": reply.created, "model": reply.model}
+
+
+def _items(value: JSONValue) -> list[JSONValue]:
+    return value if isinstance(value, list) else []
 
 
 def _route(reply: Reply, meta: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:

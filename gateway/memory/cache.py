@@ -46,6 +46,9 @@ class CachedAnswer:
     finish_reason: str
     usage: dict[str, int] | None
     kind: CacheKind
+    # The whole `chat.completion` (tool calls, every choice, logprobs), when the expert
+    # gave its answer in OpenAI's shape; replayed as it was.
+    completion: dict[str, object] | None = None
 
 
 def cache_request(
@@ -54,13 +57,22 @@ def cache_request(
     messages: Sequence[tuple[str, str]],
     params: Mapping[str, object],
     vector: Vector | None = None,
+    *,
+    shapes: Sequence[object] = (),
 ) -> CacheRequest:
-    """Keys for a conversation; `vector` is the embedding of its last user turn."""
+    """Keys for a conversation; `vector` is the embedding of its last user turn.
+
+    `messages` are (role, text) pairs, compared with their whitespace normalised; `shapes`
+    is what else each message holds (content parts, tool calls, names), part of the
+    exact key as it is."""
     normalised = [(role, " ".join(content.split())) for role, content in messages]
     users = [content for role, content in normalised if role == "user"]
     context = [pair for pair in normalised if pair[0] != "user"]
     text = users[-1] if users else ""
-    exact = _digest({"expert": expert, "messages": normalised, "params": params})
+    key: dict[str, object] = {"expert": expert, "messages": normalised, "params": params}
+    if shapes:
+        key["shapes"] = list(shapes)
+    exact = _digest(key)
     context_key = _digest({"expert": expert, "context": context, "params": params})
     single_turn = len(users) == 1 and all(role in ("system", "user") for role, _ in normalised)
     return CacheRequest(tenant, expert, exact, context_key, single_turn, text, vector)
@@ -108,11 +120,13 @@ class ResponseCache:
         finish_reason: str,
         usage: dict[str, int] | None,
         ttl_s: float,
+        completion: Mapping[str, object] | None = None,
     ) -> None:
         if request.vector is None:
             raise ValueError("storing an answer needs the request's embedding")
         now = self._clock()
         payload = {
+            "completion": completion,
             "content": content,
             "finish_reason": finish_reason,
             "usage": usage,
@@ -154,12 +168,13 @@ def _answer(record: Exemplar, kind: CacheKind) -> CachedAnswer | None:
     data = _decode(record)
     if data is None or not isinstance(data.get("content"), str):
         return None
-    usage = data.get("usage")
+    usage, completion = data.get("usage"), data.get("completion")
     return CachedAnswer(
         content=str(data["content"]),
         finish_reason=str(data.get("finish_reason") or "stop"),
         usage=usage if isinstance(usage, dict) else None,
         kind=kind,
+        completion=completion if isinstance(completion, dict) else None,
     )
 
 

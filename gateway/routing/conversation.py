@@ -5,14 +5,19 @@ The routing text is the last user turn. Two kinds of turn get more than that:
 * the answer to a clarification question the gateway asked: it resolves the pending
   question (by expert name, ordinal, or similarity) and dispatches the *original* request;
 * a short follow-up ("and in kilometres?") that does not route on its own: it is routed
-  with the previous user turn as context, and the expert that answered before wins a tie.
+  with the previous user turn as context, and the expert that answered before wins a tie;
+* the results of tool calls: the conversation continues with the expert that made the
+  calls (remembered by their ids), without routing or asking.
+
+`Constraints` say which experts may answer (those that can take what the request carries)
+and whether a question is an answer at all.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -20,7 +25,7 @@ from gateway.memory.pending import ConversationMemory, PendingClarification, con
 from gateway.memory.records import ExemplarStore, Vector
 from gateway.routing.clarify import resolve_by_name, resolve_by_ordinal
 from gateway.routing.embedder import Embedder
-from gateway.routing.router import Clarify, Decision, Dispatch, Router
+from gateway.routing.router import Candidate, Clarify, Decision, Dispatch, Router
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,20 @@ class ChatTurn(Protocol):
 
     @property
     def content(self) -> str: ...
+
+    @property
+    def raw(self) -> Mapping[str, object] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """Which experts may answer (None: any), and whether the gateway may ask a question."""
+
+    allowed: frozenset[str] | None = None
+    ask: bool = True
+
+
+ANY = Constraints()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,39 +119,70 @@ class ConversationRouter:
         self._exemplars = exemplars
 
     async def route(
-        self, messages: Sequence[ChatTurn], tenant: str, *, remember: bool = True
+        self,
+        messages: Sequence[ChatTurn],
+        tenant: str,
+        *,
+        remember: bool = True,
+        constraints: Constraints = ANY,
     ) -> Routed:
         """Decide for the conversation; with `remember`, a Clarify is stored as pending."""
         router = self._router()
         turns = read_turns(messages)
+        if messages[-1].role == "tool":
+            calls = tool_result_ids(messages)
+            affine = await self._tool_affinity(router, calls, turns, len(messages), tenant)
+            if affine is not None and _permitted(affine.decision, constraints):
+                return affine
+            constraints = replace(constraints, ask=False)  # no question mid tool loop
         resolved = await self._resolve_clarification(router, turns, tenant, remember)
-        if resolved is not None:
+        if resolved is not None and _permitted(resolved.decision, constraints):
             return resolved
-        routed = await self._route_text(router, turns, len(messages), tenant)
+        routed = await self._route_text(router, turns, len(messages), tenant, constraints)
         if remember and isinstance(routed.decision, Clarify):
             await self._remember_question(tenant, routed.decision, turns.last_user)
         return routed
 
-    async def remember_answer(self, tenant: str, answer: str, expert: str) -> None:
-        """Record which expert gave `answer`, so a follow-up can prefer it."""
+    async def remember_answer(
+        self, tenant: str, answer: str, expert: str, tool_calls: Sequence[str] = ()
+    ) -> None:
+        """Record which expert gave `answer` (so a follow-up can prefer it) and made
+        `tool_calls` (so their results go back to it)."""
+        ttl = self._options.turn_ttl_s
         if answer.strip():
-            key = conversation_key("turn", answer)
-            await self._memory.put_turn(tenant, key, expert, self._options.turn_ttl_s)
+            await self._memory.put_turn(tenant, conversation_key("turn", answer), expert, ttl)
+        for call_id in tool_calls:
+            await self._memory.put_turn(tenant, conversation_key("tool", call_id), expert, ttl)
+
+    async def _tool_affinity(
+        self, router: Router, calls: Sequence[str], turns: Turns, n_messages: int, tenant: str
+    ) -> Routed | None:
+        """The expert that made the tool calls whose results the request brings back."""
+        for call_id in calls:
+            expert = await self._memory.get_turn(tenant, conversation_key("tool", call_id))
+            if expert is not None and expert in router.profiles:
+                decision = Dispatch(expert, 1.0, 1.0, (Candidate(expert, 1.0),), "tool_affinity")
+                return Routed(decision, turns.last_user, n_messages)
+        return None
 
     async def _route_text(
-        self, router: Router, turns: Turns, n_messages: int, tenant: str
+        self, router: Router, turns: Turns, n_messages: int, tenant: str, constraints: Constraints
     ) -> Routed:
         vector = (await self._embedder.embed([turns.last_user]))[0]
-        decision = router.decide(vector, extra=await self._learned(router, vector, tenant))
+        learned = await self._learned(router, vector, tenant)
+        allowed, ask = constraints.allowed, constraints.ask
+        decision = router.decide(vector, extra=learned, allowed=allowed, ask=ask)
         routed = Routed(decision, turns.last_user, n_messages, vector=vector)
         if isinstance(decision, Dispatch) or not self._is_followup(turns):
             return routed
         assert turns.previous_user is not None
-        previous_expert = await self._previous_expert(router, turns, tenant)
+        previous_expert = await self._previous_expert(router, turns, tenant, allowed)
         context = f"{turns.previous_user}\n{turns.last_user}"
         context_vector = (await self._embedder.embed([context]))[0]
         learned = await self._learned(router, context_vector, tenant)
-        with_context = router.decide(context_vector, prefer=previous_expert, extra=learned)
+        with_context = router.decide(
+            context_vector, prefer=previous_expert, extra=learned, allowed=allowed, ask=ask
+        )
         if isinstance(with_context, Dispatch):
             return Routed(
                 replace(with_context, reason=f"followup_{with_context.reason}"),
@@ -162,7 +212,9 @@ class ConversationRouter:
             and len(turns.last_user.split()) <= self._options.followup_max_words
         )
 
-    async def _previous_expert(self, router: Router, turns: Turns, tenant: str) -> str | None:
+    async def _previous_expert(
+        self, router: Router, turns: Turns, tenant: str, allowed: frozenset[str] | None
+    ) -> str | None:
         """Who answered the previous turn: remembered, else where that turn routes."""
         if turns.previous_assistant:
             key = conversation_key("turn", turns.previous_assistant)
@@ -171,7 +223,8 @@ class ConversationRouter:
                 return remembered
         assert turns.previous_user is not None
         vector = (await self._embedder.embed([turns.previous_user]))[0]
-        decision = router.decide(vector, extra=await self._learned(router, vector, tenant))
+        learned = await self._learned(router, vector, tenant)
+        decision = router.decide(vector, extra=learned, allowed=allowed)
         return decision.expert if isinstance(decision, Dispatch) else None
 
     async def _remember_question(self, tenant: str, decision: Clarify, asked_about: str) -> None:
@@ -220,3 +273,22 @@ class ConversationRouter:
         vector = (await self._embedder.embed([reply]))[0]
         similar = router.closest_profile(vector, options, self._options.resolve_threshold)
         return (similar, "similarity") if similar is not None else (None, None)
+
+
+def tool_result_ids(messages: Sequence[ChatTurn]) -> list[str]:
+    """The `tool_call_id`s of the tool results that end the conversation, latest first."""
+    ids: list[str] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        call_id = (message.raw or {}).get("tool_call_id")
+        if isinstance(call_id, str):
+            ids.append(call_id)
+    return ids
+
+
+def _permitted(decision: Decision, constraints: Constraints) -> bool:
+    allowed = constraints.allowed
+    if isinstance(decision, Clarify):
+        return constraints.ask
+    return allowed is None or decision.expert in allowed

@@ -209,12 +209,20 @@ class Router:
         self.head = head
 
     def rank(
-        self, vector: Vector, extra: Mapping[str, Sequence[float]] | None = None
+        self,
+        vector: Vector,
+        extra: Mapping[str, Sequence[float]] | None = None,
+        allowed: frozenset[str] | None = None,
     ) -> tuple[Candidate, ...]:
         """Experts best first, with their scores (probabilities when a head is fitted)."""
-        return self._assess(vector, extra).ranked
+        return self._assess(vector, extra, allowed).ranked
 
-    def _assess(self, vector: Vector, extra: Mapping[str, Sequence[float]] | None) -> _Assessed:
+    def _assess(
+        self,
+        vector: Vector,
+        extra: Mapping[str, Sequence[float]] | None,
+        allowed: frozenset[str] | None = None,
+    ) -> _Assessed:
         similarities = self.index.scores(vector, self.policy.aggregate, self.policy.top_k, extra)
         in_scope: float | None = None
         relative: NDArray[np.floating] = similarities
@@ -222,8 +230,13 @@ class Router:
         if self.head is not None:
             in_scope, relative = self.head.assess(vector, similarities)
             scores = relative * in_scope
-        order = np.argsort(-relative, kind="stable")
-        ranked = tuple(Candidate(self.index.experts[i], round(float(scores[i]), 6)) for i in order)
+        experts = self.index.experts
+        order = [
+            i
+            for i in np.argsort(-relative, kind="stable")
+            if allowed is None or experts[i] in allowed
+        ]
+        ranked = tuple(Candidate(experts[i], round(float(scores[i]), 6)) for i in order)
         leads = {self.index.experts[i]: round(float(relative[i]), 6) for i in order}
         return _Assessed(ranked, leads, None if in_scope is None else round(in_scope, 6))
 
@@ -232,9 +245,18 @@ class Router:
         vector: Vector,
         prefer: str | None = None,
         extra: Mapping[str, Sequence[float]] | None = None,
+        *,
+        allowed: frozenset[str] | None = None,
+        ask: bool = True,
     ) -> Decision:
-        """Decide for `vector`; `extra` are further exemplar similarities per expert."""
-        assessed = self._assess(vector, extra)
+        """Decide for `vector`; `extra` are further exemplar similarities per expert.
+
+        Only `allowed` experts (None: all) are candidates: those that can take what the
+        request carries. With `ask` false a question is no answer (the request forces a
+        tool call, or is in the middle of a tool loop): where the rules would ask, the
+        best candidate is dispatched, with reason `unasked_<why>`.
+        """
+        assessed = self._assess(vector, extra, allowed)
         ranked, relative, in_scope = assessed.ranked, assessed.relative, assessed.in_scope
         if not ranked:
             raise ValueError("router has no experts")
@@ -246,8 +268,13 @@ class Router:
         policy = self.policy
         level = top if in_scope is None else in_scope
         if level < policy.threshold:
-            if policy.on_no_match == "fallback" and policy.fallback is not None:
-                return Fallback(policy.fallback, ranked, best.score, margin, in_scope=in_scope)
+            fallback = policy.fallback
+            takes = fallback is not None and (allowed is None or fallback in allowed)
+            if policy.on_no_match == "fallback" and fallback is not None and takes:
+                return Fallback(fallback, ranked, best.score, margin, in_scope=in_scope)
+            if not ask:
+                return Dispatch(best.expert, best.score, margin, ranked, "unasked_no_match",
+                                in_scope)  # fmt: skip
             return self._clarify(assessed, "no_match", margin)
         preferred = next((c for c in ranked if c.expert == prefer), None)
         if preferred is not None and self._wins_tie(assessed, best, preferred):
@@ -256,6 +283,9 @@ class Router:
             )
         if margin >= policy.margin:
             return Dispatch(best.expert, best.score, margin, ranked, in_scope=in_scope)
+        if not ask:
+            return Dispatch(best.expert, best.score, margin, ranked, "unasked_close_margin",
+                            in_scope)  # fmt: skip
         return self._clarify(assessed, "close_margin", margin)
 
     def _wins_tie(self, assessed: _Assessed, best: Candidate, preferred: Candidate) -> bool:

@@ -187,7 +187,11 @@ def test_another_tenants_exemplar_is_invisible_everywhere(app: App) -> None:
 
 
 def test_another_tenants_cache_entry_and_answer_are_invisible(app: App) -> None:
-    chat = {"model": "calculator", "messages": [{"role": "user", "content": "compute 7 * 7"}]}
+    chat = {
+        "model": "calculator",
+        "messages": [{"role": "user", "content": "compute 7 * 7"}],
+        "temperature": 0,
+    }
     with app.http("acme") as acme, app.http("globex") as globex:
         calls = len(app.calculator.requests)
         first = acme.post("/v1/chat/completions", json=chat).json()

@@ -72,6 +72,8 @@ def ask(client: openai.OpenAI, *turns: str, **options: object) -> openai.types.c
     roles = ["user", "assistant"]
     messages = [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
     options.setdefault("model", "auto")
+    # Deterministic unless a test says otherwise: only such answers are cached.
+    options.setdefault("temperature", 0)
     return client.chat.completions.create(messages=messages, **options)  # type: ignore[arg-type, call-overload, no-any-return]
 
 
@@ -194,6 +196,9 @@ def test_sampled_requests_and_uncached_experts_are_not_cached(app: App) -> None:
     acme = app.client("acme")
     ask(acme, "compute percent 3", temperature=0.9)
     assert route_of(ask(acme, "compute percent 3", temperature=0.9))["cached"] is None
+    # No temperature is OpenAI's default of 1: sampled, so not cached either.
+    ask(acme, "compute percent 4", temperature=None)
+    assert route_of(ask(acme, "compute percent 4", temperature=None))["cached"] is None
     ask(acme, "joke joke", model="general")
     assert route_of(ask(acme, "joke joke", model="general"))["cached"] is None
 

@@ -25,7 +25,7 @@ def value(
 
 
 def chat(served: Served, text: str, model: str = "auto") -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0}
     return served.http.post("/v1/chat/completions", json=body).status_code
 
 

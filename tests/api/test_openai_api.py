@@ -82,6 +82,7 @@ def test_a_fixed_route_embeds_only_what_the_cache_needs(served: Served) -> None:
         served.client.chat.completions.create(
             model="calculator",
             messages=[{"role": "user", "content": text}],
+            temperature=0,
             extra_headers=headers,
         )
 
@@ -221,11 +222,12 @@ def test_malformed_json_is_a_400(served: Served) -> None:
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", ""),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature", ""),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens", ""),
-        ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n", ""),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n", ""),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 9}, "n", "at most 8"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages", "user message"),
         ({"messages": [{"role": "user", "content": "  "}]}, "messages", "user message"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-         "messages.0.content", "only text"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+         "messages.0.content", "needs its text"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_a_400_that_says_what(
