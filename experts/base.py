@@ -177,6 +177,24 @@ class Expert(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """An upstream's answer to a request passed through to one of its other endpoints
+    (`completions`, `embeddings`, `responses`): its status, content type, and its body's
+    bytes as they arrive. Closing `body` (``aclose``) releases the upstream response."""
+
+    status: int
+    content_type: str
+    body: AsyncIterator[bytes]
+
+
+@runtime_checkable
+class Forwarding(Protocol):
+    """An expert that serves OpenAI endpoints besides chat, passed through whole."""
+
+    async def forward(self, endpoint: str, body: JSONObject, request_id: str) -> Forwarded: ...
+
+
 async def drain(stream: AsyncIterator[Delta]) -> ExpertResult:
     """Collect a delta stream into one result (how non-streaming shares the stream path)."""
     parts: list[str] = []

@@ -29,6 +29,7 @@ import anyio
 
 from experts.base import (
     Delta,
+    Forwarded,
     ExpertError,
     ExpertRejected,
     ExpertRequest,
@@ -77,9 +78,9 @@ class OpenAIExpert:
         self._spec = spec
         self._retry_backoff_s = retry_backoff_s
         self._session: aiohttp.ClientSession | None = None
-        base = spec.base_url.rstrip("/")
-        self._completions_url = f"{base}/chat/completions"
-        self._models_url = f"{base}/models"
+        self._base = spec.base_url.rstrip("/")
+        self._completions_url = f"{self._base}/chat/completions"
+        self._models_url = f"{self._base}/models"
 
     @property
     def name(self) -> str:
@@ -173,6 +174,37 @@ class OpenAIExpert:
         if not finished:
             raise ExpertUnavailable(self.name, "upstream stream ended early")
 
+    async def forward(self, endpoint: str, body: JSONObject, request_id: str) -> Forwarded:
+        """POST `body` to the upstream's `/<endpoint>` with this expert's model, and hand
+        back its answer's bytes as they come (a stream when the body asks for one).
+
+        Retries and errors as for chat: a 4xx is `ExpertRejected` with the upstream's
+        error object, a 5xx or a failed connection `ExpertUnavailable`."""
+        stream = body.get("stream") is True
+        limits = aiohttp.ClientTimeout(
+            total=self._spec.total_timeout_s,
+            connect=self._spec.connect_timeout_s,
+            sock_read=self._spec.timeout_s if stream else None,
+        )
+        url = f"{self._base}/{endpoint}"
+        response = await self._open({**body, "model": self._spec.model}, request_id, limits, url)
+        content_type = response.headers.get("Content-Type", "application/json")
+        return Forwarded(response.status, content_type, self._relay(response))
+
+    async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        complete = False
+        try:
+            async for piece in response.content.iter_any():
+                yield piece
+            complete = True
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            if complete:
+                response.release()
+            else:
+                response.close()
+
     async def health(self) -> Health:
         session = self._ensure_session()
         timeout = aiohttp.ClientTimeout(
@@ -240,9 +272,14 @@ class OpenAIExpert:
         return message
 
     async def _open(
-        self, body: JSONObject, request_id: str, limits: aiohttp.ClientTimeout
+        self,
+        body: JSONObject,
+        request_id: str,
+        limits: aiohttp.ClientTimeout,
+        url: str | None = None,
     ) -> aiohttp.ClientResponse:
-        """POST the body and return the open (unread) 2xx response, retrying what is safe."""
+        """POST the body (to chat completions, or `url`) and return the open (unread) 2xx
+        response, retrying what is safe."""
         session = self._ensure_session()
         headers = {"Content-Type": "application/json"}
         if request_id:
@@ -252,7 +289,7 @@ class OpenAIExpert:
         while True:
             try:
                 response = await session.post(
-                    self._completions_url, data=payload, headers=headers, timeout=limits
+                    url or self._completions_url, data=payload, headers=headers, timeout=limits
                 )
             except _CONNECT_ERRORS as exc:
                 if attempt >= self._spec.max_retries:
