@@ -29,7 +29,6 @@ import anyio
 
 from experts.base import (
     Delta,
-    Forwarded,
     ExpertError,
     ExpertRejected,
     ExpertRequest,
@@ -37,6 +36,7 @@ from experts.base import (
     ExpertTimeout,
     ExpertUnavailable,
     ExpertUnreachable,
+    Forwarded,
     Health,
     JSONValue,
     Usage,
