@@ -338,6 +338,9 @@ class Gateway:
         allowed = capable(config.experts, needs) if needs else None
         if allowed is not None and not allowed:
             raise incapable("no expert can take this request", needs, config.experts)
+        if allowed is not None and len(allowed) == 1:  # nothing to choose, nothing to ask
+            (only,) = allowed
+            return _dispatched(only, call, "only_capable")
         # A forced tool call cannot be answered with a question.
         constraints = Constraints(allowed, ask=not forces_tool_call(call.extra))
         try:
@@ -512,7 +515,11 @@ def _explicit(config: Config, call: ChatCall, needs: frozenset[str]) -> Routed:
         known = ", ".join([AUTO, *(spec.name for spec in config.experts)])
         raise ExpertNotFound(f"unknown model '{call.model}'; use one of: {known}", param="model")
     check_capable(spec, needs, config.experts)
-    decision = Dispatch(call.model, 1.0, 0.0, (Candidate(call.model, 1.0),), reason="explicit")
+    return _dispatched(call.model, call, "explicit")
+
+
+def _dispatched(expert: str, call: ChatCall, reason: str) -> Routed:
+    decision = Dispatch(expert, 1.0, 0.0, (Candidate(expert, 1.0),), reason=reason)
     last_user = next((m.content for m in reversed(call.messages) if m.role == "user"), "")
     return Routed(decision, last_user, len(call.messages))
 
