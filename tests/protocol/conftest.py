@@ -8,6 +8,7 @@ expert configured as a `tool`: text only).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,14 @@ class Rig:
         return gateway
 
 
-def config_for(upstream: Upstream) -> str:
+def config_for(upstream: Upstream, code_options: str = "") -> str:
     return f"""
 auth: none
 router: {{threshold: 0.45, margin: 0.04, use_descriptions: false}}
 health: {{interval_s: 60}}
 experts:
   - {{name: code, kind: openai, base_url: "{upstream.url}/v1", model: {canned.MODEL},
-     description: weather and code, examples: [weather, python], max_retries: 0}}
+     description: weather and code, examples: [weather, python], max_retries: 0{code_options}}}
   - {{name: chat, kind: openai, base_url: "{upstream.url}/v1", model: {canned.MODEL},
      description: stories, examples: [story, poem], max_retries: 0,
      capabilities: [tools, images, audio, files]}}
@@ -71,8 +72,15 @@ experts:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
+    with rig_for() as made:
+        yield made
+
+
+@contextmanager
+def rig_for(code_options: str = "") -> Iterator[Rig]:
+    """A rig whose `code` expert has these extra spec fields (`, timeout_s: 0.5`)."""
     with threaded_upstream() as upstream:
-        config = parse_config(config_for(upstream), "protocol.yaml", {})
+        config = parse_config(config_for(upstream, code_options), "protocol.yaml", {})
         code, chat = (OpenAIExpert(spec) for spec in config.experts[:2]
                       if isinstance(spec, OpenAISpec))  # fmt: skip
         calculator = ScriptedExpert("calculator", ["12"])
