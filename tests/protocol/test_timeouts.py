@@ -16,6 +16,7 @@ from tests.support.upstream import Stream, delayed, json_reply
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Weather in Oslo?"}]
 PAUSE_S = 0.15
+TOOLS = [canned.WEATHER_TOOL]
 
 
 def slow_tool_call() -> Stream:
@@ -29,17 +30,21 @@ def test_a_long_tool_call_is_not_cut_off_while_chunks_keep_coming() -> None:
     # 9 chunks, 1.2 s in all, never more than PAUSE_S apart: within a 0.5 s timeout_s.
     with rig_for(", timeout_s: 0.5") as rig:
         rig.upstream.script(slow_tool_call())
-        chunks = list(rig.gateway.chat.completions.create(
-            model="code", messages=MESSAGES, tools=[canned.WEATHER_TOOL], stream=True))  # fmt: skip
+        answer = rig.gateway.chat.completions.create(
+            model="code", messages=MESSAGES, tools=TOOLS, stream=True
+        )
+        chunks = list(answer)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_the_whole_answer_has_its_own_limit() -> None:
     with rig_for(", timeout_s: 0.5, total_timeout_s: 0.6") as rig:
         rig.upstream.script(slow_tool_call())
+        answer = rig.gateway.chat.completions.create(
+            model="code", messages=MESSAGES, tools=TOOLS, stream=True
+        )
         with pytest.raises(openai.APIError, match="timed out"):
-            list(rig.gateway.chat.completions.create(
-                model="code", messages=MESSAGES, tools=[canned.WEATHER_TOOL], stream=True))  # fmt: skip
+            list(answer)
 
 
 def test_a_whole_answer_may_take_longer_than_timeout_s_but_not_the_total() -> None:
