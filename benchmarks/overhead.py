@@ -28,7 +28,11 @@ Targets, measured in the same run:
 taskgate runs with caching off (`Cache-Control: no-cache, no-store`) except for
 `taskgate-cache`, whose request texts differ from the cached one by a word of letters.
 
-Prints a table and the ratios against LiteLLM, and writes JSON
+With `--baseline DIR` (a checkout of an earlier commit, e.g. `git worktree add DIR HEAD~1`),
+`taskgate-fixed` is measured again on that code in the same run, with the same Python
+environment, as `taskgate-fixed@baseline`: the ratios show what a change cost.
+
+Prints a table and the ratios against LiteLLM (and the baseline), and writes JSON
 (benchmarks/results/overhead.json).
 """
 
@@ -51,7 +55,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +425,36 @@ def ratios(results: list[TargetResult]) -> dict[str, dict[str, float]]:
     return out
 
 
+# Runs `taskgate` from the checkout named by its first argument: the editable install's
+# import hook (which maps our packages to this checkout) is taken out first.
+BASELINE_LAUNCHER = """
+import sys
+source = sys.argv.pop(1)
+sys.meta_path[:] = [f for f in sys.meta_path if "_editable_" not in repr(f)]
+sys.path.insert(0, source)
+sys.argv[0] = "taskgate"
+from gateway.cli import main
+sys.exit(main())
+"""
+
+
+def against_baseline(results: list[TargetResult]) -> dict[str, float]:
+    """taskgate-fixed over the baseline's: throughput ratios (over 1 is faster) and the
+    difference in added latency at c=1."""
+    by = {r.target: r for r in results}
+    new, old = by.get("taskgate-fixed"), by.get("taskgate-fixed@baseline")
+    if new is None or old is None:
+        return {}
+    out: dict[str, float] = {}
+    for stream, concurrency in ((False, 1), (False, 16), (False, 64), (True, 1), (True, 64)):
+        kind = "streams" if stream else "rps"
+        ratio = point(new, stream, concurrency).rps / point(old, stream, concurrency).rps
+        out[f"{kind}_c{concurrency}_ratio"] = round(ratio, 3)
+    delta = point(new, False, 1).p50_ms - point(old, False, 1).p50_ms
+    out["p50_c1_difference_ms"] = round(delta, 3)
+    return out
+
+
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TASKGATE_AUTH"))}
     env.update(
@@ -445,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taskgate", default=str(REPO / ".venv" / "bin" / "taskgate"))
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "overhead.json"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="an earlier checkout: its taskgate-fixed is measured too"
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -491,11 +528,19 @@ def main(argv: list[str] | None = None) -> int:
             for embedder, names in EMBEDDERS.items():
                 wanted = [t for t in args.targets if t in names]
                 if wanted:
-                    results += run_taskgate(args.taskgate, embedder, wanted, stub_port, common)
+                    results += run_taskgate([args.taskgate], embedder, wanted, stub_port, common)
+            if args.baseline is not None:
+                command = [sys.executable, "-c", BASELINE_LAUNCHER, str(args.baseline.resolve())]
+                default = ("auto", "auto")
+                rows = run_taskgate(command, default, ["taskgate-fixed"], stub_port, common)
+                results += [replace(row, target="taskgate-fixed@baseline") for row in rows]
 
     print()
     print(table(results))
     compared = ratios(results)
+    against = against_baseline(results)
+    if against:
+        compared["taskgate-fixed vs baseline"] = against
     if compared:
         print()
         for name, values in compared.items():
@@ -515,13 +560,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_taskgate(
-    taskgate: str,
+    taskgate: list[str],
     embedder: tuple[str, str],
     wanted: list[str],
     stub_port: int,
     common: dict[str, Any],
+    extra_env: dict[str, str] | None = None,
 ) -> list[TargetResult]:
-    """One taskgate process (embedder at (precision, runtime)) measured for each target."""
+    """One taskgate process (embedder at (precision, runtime); `taskgate` is its command)
+    measured for each target."""
     directory: Path = common["directory"]
     port = free_port()
     precision, runtime = embedder
@@ -529,10 +576,10 @@ def run_taskgate(
     config.write_text(
         TASKGATE_CONFIG.format(port=port, stub_port=stub_port, precision=precision, runtime=runtime)
     )
-    command = [taskgate, "serve", "--config", str(config)]
-    env = environment({"TASKGATE_HOME": str(directory / "home")})
+    command = [*taskgate, "serve", "--config", str(config)]
+    env = environment({"TASKGATE_HOME": str(directory / "home"), **(extra_env or {})})
     ready = f"http://127.0.0.1:{port}/readyz"
-    log = directory / f"taskgate-{precision}-{runtime}.log"
+    log = directory / f"taskgate-{precision}-{runtime}-{len(extra_env or {})}.log"
     rows = []
     with started(command, ready, GATEWAY_CORE, env, 180, log) as process:
         for name in wanted:
