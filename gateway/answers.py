@@ -62,13 +62,14 @@ class Answer:
         return None
 
     def tool_call_ids(self) -> list[str]:
-        """The ids of the tool calls the answer makes (any choice)."""
-        completion = self.completion()
+        """The ids of the tool calls the answer makes (any choice), without merging it."""
         ids: list[str] = []
-        for choice in _objects(completion.get("choices") if completion else None):
-            message = choice.get("message")
-            calls = message.get("tool_calls") if isinstance(message, dict) else None
-            ids += [str(c["id"]) for c in _objects(calls) if isinstance(c.get("id"), str)]
+        if self._completion is not None:
+            for choice in _objects(self._completion.get("choices")):
+                ids += _call_ids(choice.get("message"))
+        for chunk in self._chunks:
+            for choice in _objects(chunk.get("choices")):
+                ids += _call_ids(choice.get("delta"))
         return ids
 
 
@@ -184,6 +185,11 @@ def _finish_choice(choice: JSONObject) -> JSONObject:
     ordered: JSONObject = {"index": choice.get("index", 0), "message": message}
     ordered.update({k: v for k, v in choice.items() if k not in ("index", "message")})
     return ordered
+
+
+def _call_ids(message: JSONValue | None) -> list[str]:
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    return [str(c["id"]) for c in _objects(calls) if isinstance(c.get("id"), str) and c["id"]]
 
 
 def _objects(value: JSONValue | None) -> list[JSONObject]:

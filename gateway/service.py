@@ -412,7 +412,7 @@ class Gateway:
         finish, usage = answer.finish_reason, answer.usage
         if finish is None:
             return  # an incomplete answer is neither remembered nor cached
-        text, completion = answer.text, answer.completion()
+        text = answer.text
         await self._current().routing.remember_answer(
             call.tenant, text, expert, answer.tool_call_ids()
         )
@@ -432,7 +432,8 @@ class Gateway:
                 if stored is None:  # the answer is out; caching it is optional
                     return
                 request = plan.with_vector(stored).request
-            await self._memory.cache.store(request, text, finish, counts, plan.ttl_s, completion)
+            whole = answer.completion()  # merged from its chunks only now, to be kept
+            await self._memory.cache.store(request, text, finish, counts, plan.ttl_s, whole)
 
     def _observe_route(self, call: ChatCall, route: RouteInfo, seconds: float) -> None:
         self.metrics.requests.labels(route.expert or "", route.action).inc()
