@@ -213,3 +213,13 @@ def test_similar_text_never_answers_a_tool_request(rig: Rig) -> None:
     # ...a tool request never does.
     assert cached(rig, user("python weather"), **BASE) is None
     assert cached(rig, user("weather python!"), **BASE) is None
+
+
+def test_the_route_endpoint_takes_every_part_and_ranks_capable_experts(rig: Rig) -> None:
+    parts = [{"type": "text", "text": "compute the weather in this picture"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]  # fmt: skip
+    response = rig.http.post("/v1/route", json={"messages": [{"role": "user", "content": parts}]})
+    assert response.status_code == 200, response.text
+    decision = response.json()["route"]
+    assert {c["expert"] for c in decision["candidates"]} == {"code", "chat"}
+    assert decision["expert"] == "code"

@@ -5,7 +5,12 @@ import pytest
 from experts.base import Message
 from gateway.memory.pending import LocalConversationMemory, conversation_key
 from gateway.routing.clarify import ExpertProfile
-from gateway.routing.conversation import ConversationRouter, RoutingOptions, read_turns
+from gateway.routing.conversation import (
+    Constraints,
+    ConversationRouter,
+    RoutingOptions,
+    read_turns,
+)
 from gateway.routing.router import Clarify, Dispatch, Router, RouterPolicy, build_router
 from tests.fakes import KeywordEmbedder
 
@@ -199,3 +204,45 @@ def test_read_turns_finds_the_previous_exchange() -> None:
     assert turns.previous_user_index == 0
     with pytest.raises(ValueError, match="no user turn"):
         read_turns([assistant("b")])
+
+
+# -- tool turns ---------------------------------------------------------------------------
+
+
+def tool_turns(first: str, call_id: str) -> list[Message]:
+    call = {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    return [
+        user(first),
+        Message("assistant", "", raw={"role": "assistant", "content": None, "tool_calls": [call]}),
+        Message("tool", "42", raw={"role": "tool", "tool_call_id": call_id, "content": "42"}),
+    ]
+
+
+async def test_tool_results_go_back_to_the_expert_that_made_the_calls(
+    conv: ConversationRouter,
+) -> None:
+    await conv.remember_answer("t1", "", "general", tool_calls=["call_1"])
+    routed = await conv.route(tool_turns("compute percent", "call_1"), "t1")
+    assert isinstance(routed.decision, Dispatch)
+    assert (routed.decision.expert, routed.decision.reason) == ("general", "tool_affinity")
+    # Another tenant's calls are not this tenant's.
+    other = await conv.route(tool_turns("compute percent", "call_1"), "t2")
+    assert isinstance(other.decision, Dispatch) and other.decision.expert == "calculator"
+
+
+async def test_tool_results_of_unknown_calls_never_get_a_question(
+    conv: ConversationRouter,
+) -> None:
+    routed = await conv.route(tool_turns(AMBIGUOUS, "call_unknown"), "t1")
+    assert isinstance(routed.decision, Dispatch)
+    assert routed.decision.reason == "unasked_close_margin"
+
+
+async def test_affinity_to_an_expert_that_cannot_take_the_request_is_not_kept(
+    conv: ConversationRouter,
+) -> None:
+    await conv.remember_answer("t1", "", "general", tool_calls=["call_2"])
+    constraints = Constraints(allowed=frozenset({"calculator", "units"}))
+    routed = await conv.route(tool_turns("compute percent", "call_2"), "t1",
+                              constraints=constraints)  # fmt: skip
+    assert isinstance(routed.decision, Dispatch) and routed.decision.expert == "calculator"

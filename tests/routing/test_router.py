@@ -125,3 +125,37 @@ def test_question_lists_three_options_in_order() -> None:
         "Do you want me to convert units (units), to do arithmetic (calculator), "
         "or to help with general conversation (general)?"
     )
+
+
+# -- constraints: which experts may answer, and whether a question is an answer ------------
+
+
+def test_only_allowed_experts_are_candidates() -> None:
+    decision = make_router().decide(unit(1, 0.1, 0, 0), allowed=frozenset({"units", "general"}))
+    assert [c.expert for c in decision.candidates] == ["units", "general"]
+    assert not isinstance(decision, Dispatch) or decision.expert != "calculator"
+
+
+def test_a_question_offers_only_allowed_experts() -> None:
+    decision = make_router(margin=0.2).decide(
+        unit(1, 1.5, 1.4, 0), allowed=frozenset({"calculator", "general"})
+    )
+    assert isinstance(decision, Clarify)
+    assert set(decision.options) == {"general", "calculator"}
+
+
+def test_without_asking_the_best_candidate_is_dispatched() -> None:
+    close = make_router(margin=0.2).decide(unit(1, 1.5, 0, 0), ask=False)
+    assert isinstance(close, Dispatch)
+    assert (close.expert, close.reason) == ("units", "unasked_close_margin")
+    nothing = make_router().decide(unit(0, 0, 0, 1), ask=False)
+    assert isinstance(nothing, Dispatch) and nothing.reason == "unasked_no_match"
+
+
+def test_a_fallback_that_cannot_take_the_request_is_passed_over() -> None:
+    router = make_router(on_no_match="fallback", fallback="general")
+    assert isinstance(router.decide(unit(0, 0, 0, 1)), Fallback)
+    allowed = frozenset({"calculator", "units"})
+    assert isinstance(router.decide(unit(0, 0, 0, 1), allowed=allowed), Clarify)
+    unasked = router.decide(unit(0, 0, 0, 1), allowed=allowed, ask=False)
+    assert isinstance(unasked, Dispatch) and unasked.expert in allowed
