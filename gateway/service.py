@@ -48,6 +48,8 @@ from gateway.memory.pending import CompletionRecord
 from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcomes import AUTO, ChatCall, Reply, RouteInfo, route_info
+from gateway.passthrough import ForwardCall, Passed
+from gateway.passthrough import forward as pass_through
 from gateway.routing.conversation import Constraints, Routed
 from gateway.routing.embedder import Embedder, EmbedderUnavailable
 from gateway.routing.explain import Explanation
@@ -328,6 +330,11 @@ class Gateway:
             runtime, self._memory.exemplars, route, vector, call.tenant
         )
         return route, explanation
+
+    async def forward(self, call: ForwardCall) -> Passed:
+        """A request to one of OpenAI's other endpoints (completions, embeddings,
+        responses), passed through whole to the expert it names: see `gateway.passthrough`."""
+        return await pass_through(self._current(), call, self.metrics, self.activity, self._admit)
 
     async def _route(
         self, runtime: Runtime, call: ChatCall, needs: frozenset[str], *, remember: bool

@@ -29,6 +29,7 @@ from gateway.api.evaluate import router as eval_router
 from gateway.api.memory import router as memory_router
 from gateway.api.middleware import BodyLimit, CancelOnDisconnect, RequestIds
 from gateway.api.openai import router
+from gateway.api.passthrough import router as passthrough_router
 from gateway.api.reloading import on_sighup, watch
 from gateway.api.sse import error_body
 from gateway.components import build_gateway, build_memory
@@ -85,6 +86,7 @@ def build_app(
     app.state.access = access or build_access(gateway.config, None)
     app.state.evaluations = Evaluations(gateway.cache_dir)
     app.include_router(router)
+    app.include_router(passthrough_router)
     app.include_router(memory_router)
     app.include_router(admin_router)
     app.include_router(eval_router)

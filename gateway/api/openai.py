@@ -14,6 +14,7 @@ from gateway.api.documented import ERRORS, JSON_OR_SSE, PROMETHEUS_TEXT
 from gateway.api.metering import metered
 from gateway.api.schemas import ChatCompletionRequest, RouteRequest
 from gateway.api.sse import chat_events, drain_reply, route_headers
+from gateway.errors import ExpertNotFound
 from gateway.service import AUTO, CONTENT_TYPE, Gateway
 
 router = APIRouter(responses=ERRORS)
@@ -67,6 +68,19 @@ async def route(body: RouteRequest, request: Request, context: Context) -> JSONR
 
 @router.get("/v1/models")
 async def models(request: Request, context: Context) -> dict[str, object]:
+    return {"object": "list", "data": _model_objects(request)}
+
+
+@router.get("/v1/models/{model}")
+async def retrieve_model(model: str, request: Request, context: Context) -> dict[str, object]:
+    """One entry of `GET /v1/models`: `auto` or an expert."""
+    for entry in _model_objects(request):
+        if entry["id"] == model:
+            return entry
+    raise ExpertNotFound(f"no model '{model}'; GET /v1/models lists them", param="model")
+
+
+def _model_objects(request: Request) -> list[dict[str, object]]:
     created = int(request.app.state.started_at)
     data: list[dict[str, object]] = [
         {
@@ -88,7 +102,7 @@ async def models(request: Request, context: Context) -> dict[str, object]:
                 "description": description,
             }
         )
-    return {"object": "list", "data": data}
+    return data
 
 
 @router.get("/metrics", responses=PROMETHEUS_TEXT)

@@ -212,3 +212,15 @@ class Stream:
         finally:
             self.ended.set()
         return response
+
+
+def with_models(answer: Answer, *models: str) -> Answer:
+    """`answer`, except that `GET .../models` (a health probe) lists `models`."""
+
+    async def listing(request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "GET" and request.path.endswith("/models"):
+            data = [{"id": model, "object": "model", "owned_by": "upstream"} for model in models]
+            return web.json_response({"object": "list", "data": data})
+        return await answer(request)
+
+    return listing
