@@ -342,6 +342,12 @@ class Gateway:
         config = runtime.config
         if call.model != AUTO:
             return _explicit(config, call, needs)
+        if not any(_asks(m) for m in call.messages):
+            raise InvalidRequest(
+                "messages: need at least one non-empty user message to route; or name an "
+                "expert as the model",
+                param="messages",
+            )
         allowed = capable(config.experts, needs) if needs else None
         if allowed is not None and not allowed:
             raise incapable("no expert can take this request", needs, config.experts)
@@ -489,7 +495,7 @@ class _LazyVector:
 
     def __init__(self, embedder: Embedder, routed: Routed, messages: tuple[Message, ...]) -> None:
         self._embedder = embedder
-        self._text = next(m.content for m in reversed(messages) if m.role == "user")
+        self._text = next((m.content for m in reversed(messages) if m.role == "user"), "")
         self._vector = routed.vector if routed.routing_text == self._text else None
         self._failed = False
 
@@ -509,6 +515,16 @@ class _LazyVector:
 
 # Request fields that do not change the answer: not part of the cache key.
 _NOT_IN_CACHE_KEY = frozenset({"stream_options", "user", "metadata", "store"})
+
+
+def _asks(message: Message) -> bool:
+    """A user turn with something to answer: text, or parts beyond text (an image)."""
+    if message.role != "user":
+        return False
+    content = (message.raw or {}).get("content")
+    parts = content if isinstance(content, list) else []
+    beyond_text = [p for p in parts if isinstance(p, dict) and p.get("type") != "text"]
+    return bool(message.content.strip() or beyond_text)
 
 
 def _shape(message: Message) -> object:

@@ -42,7 +42,7 @@ async def chat_completions(
     call = within_caps(call, gateway.config.server)
     reply = metered(await gateway.handle(call), access(request), context.principal, call)
     headers = route_headers(reply.route)
-    if body.stream:
+    if call.stream:
         return StreamingResponse(
             chat_events(reply, body.include_usage),
             media_type="text/event-stream",

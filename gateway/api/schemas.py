@@ -51,11 +51,6 @@ class ChatMessageIn(BaseModel):
                 texts.append(value)
         return "\n".join(texts)
 
-    def has_content(self) -> bool:
-        if isinstance(self.content, list):
-            return any(part.type not in ("text", "refusal") or part.text for part in self.content)
-        return bool(self.content and self.content.strip())
-
     def to_message(self, index: int) -> Message:
         role = {"developer": "system", "function": "tool"}.get(self.role, self.role)
         raw: dict[str, JSONValue] = self.model_dump(mode="json", exclude_unset=True)
@@ -73,12 +68,12 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(default=AUTO, min_length=1)
     messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False  # OpenAI's schema allows null: not streamed
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)  # 0 is for the expert to refuse
     top_k: int | None = Field(default=None, ge=-1)
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -102,9 +97,6 @@ class ChatCompletionRequest(BaseModel):
         self, tenant: str, request_id: str, cache_control: frozenset[str] = frozenset()
     ) -> ChatCall:
         messages = tuple(m.to_message(i) for i, m in enumerate(self.messages))
-        if not any(m.role == "user" and m.has_content() for m in self.messages):
-            raise InvalidRequest("messages: need at least one non-empty user message",
-                                 param="messages")  # fmt: skip
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         completion_key = self.max_completion_tokens is not None
         sampling = Sampling(
@@ -125,7 +117,14 @@ class ChatCompletionRequest(BaseModel):
         if self.stream_options is not None:
             extra["stream_options"] = self.stream_options.model_dump(exclude_unset=True)
         return ChatCall(
-            self.model, messages, sampling, extra, tenant, request_id, cache_control, self.stream
+            self.model,
+            messages,
+            sampling,
+            extra,
+            tenant,
+            request_id,
+            cache_control,
+            bool(self.stream),
         )
 
 
