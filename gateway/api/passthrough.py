@@ -15,10 +15,10 @@ from experts.specs import Endpoint
 from gateway.access.gate import Access, Principal
 from gateway.api.auth import RequestContext, access, chat_context
 from gateway.api.documented import ERRORS
-from gateway.api.sse import DONE, error_for, event, route_headers
+from gateway.api.sse import relay_error_event, route_headers
 from gateway.errors import GatewayError
 from gateway.passthrough import ForwardCall, Passed
-from gateway.service import Gateway, JSONValue
+from gateway.service import Gateway
 
 logger = logging.getLogger(__name__)
 
@@ -131,25 +131,7 @@ async def _relayed(
         except Exception as exc:  # headers are gone: report in-band
             if not isinstance(exc, GatewayError):
                 logger.exception("passthrough stream failed", extra={"expert": passed.expert})
-            yield _error_event(endpoint, exc, passed.events_sent)
+            yield relay_error_event(endpoint, exc, passed.events_sent)
     finally:
         await passed.aclose()
         await gate.charge_tokens(principal, passed.tokens)
-
-
-def _error_event(endpoint: Endpoint, exc: Exception, sequence_number: int) -> bytes:
-    """Chat's error event (then `[DONE]`) for completions; for responses, the Responses
-    API's own `error` event."""
-    body = error_for(exc)
-    if endpoint != "responses":
-        return (event(body) + DONE).encode()
-    error = body["error"]
-    assert isinstance(error, dict)
-    data: dict[str, JSONValue] = {
-        "type": "error",
-        "code": error.get("code"),
-        "message": error.get("message"),
-        "param": error.get("param"),
-        "sequence_number": sequence_number,
-    }
-    return f"event: error\n{event(data)}".encode()

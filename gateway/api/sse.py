@@ -191,3 +191,21 @@ def _items(value: JSONValue) -> list[JSONValue]:
 def _route(reply: Reply, meta: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
     """The route object, with what the expert reported about its answer (e.g. `fusion`)."""
     return {**reply.route.to_json(), **(meta or {})}
+
+
+def relay_error_event(endpoint: str, exc: Exception, sequence_number: int) -> bytes:
+    """A failure after a passed-through stream started: chat's error event (then `[DONE]`)
+    for completions; for responses, the Responses API's own `error` event."""
+    body = error_for(exc)
+    if endpoint != "responses":
+        return (event(body) + DONE).encode()
+    error = body["error"]
+    assert isinstance(error, dict)
+    data: dict[str, JSONValue] = {
+        "type": "error",
+        "code": error.get("code"),
+        "message": error.get("message"),
+        "param": error.get("param"),
+        "sequence_number": sequence_number,
+    }
+    return f"event: error\n{event(data)}".encode()
