@@ -26,6 +26,11 @@ VENV_BUILD_TIMEOUT_S = 1800.0
 PREPARE_TIMEOUT_S = 1800.0
 READY_TIMEOUT_S = 300.0
 MAX_MODEL_LEN = 2048
+# vLLM 0.32 builds its tool parser only with auto tool choice on, and without one it
+# rejects every `tool_choice` but "none" (named and "required" included, although guided
+# decoding alone makes those calls). "pythonic" needs no special tokens, so SmolLM2 can use
+# it, and text that does not start with "[" passes through it unchanged.
+TOOL_ARGS = ("--enable-auto-tool-choice", "--tool-call-parser", "pythonic")
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ def vllm_server_session(model_name: str = DEFAULT_MODEL_NAME) -> Iterator[VLLMSe
         str(port),
         "--max-model-len",
         str(MAX_MODEL_LEN),
+        *TOOL_ARGS,
     ]
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     handle = start_process(
