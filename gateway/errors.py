@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -20,6 +21,10 @@ class GatewayError(Exception):
     def headers(self) -> dict[str, str]:
         """HTTP headers the error response carries (e.g. Retry-After)."""
         return {}
+
+    def error_object(self) -> dict[str, object]:
+        """OpenAI's error object: the body is `{"error": <this>}`."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
 
 class InvalidRequest(GatewayError):
@@ -51,9 +56,9 @@ class ExpertNotFound(NotFound):
 
 class UpstreamRejected(GatewayError):
     """An expert's upstream refused the request with a 4xx: the client gets that status,
-    the upstream's error object (`message`, `type`, `param`, `code`) and its
-    `Retry-After`, as if it had asked the upstream itself. The expert is named in the
-    `X-Route-Expert` header."""
+    the upstream's error object as it was (`message`, `type`, `param`, `code`, and anything
+    else in it) and its `Retry-After`, as if it had asked the upstream itself. The expert
+    is named in the `X-Route-Expert` header."""
 
     def __init__(
         self,
@@ -61,15 +66,14 @@ class UpstreamRejected(GatewayError):
         *,
         status: int,
         expert: str,
-        type_: str | None = None,
-        param: str | None = None,
-        code: str | None = None,
+        error: Mapping[str, object] | None = None,
         retry_after: str | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
+        super().__init__(message)
         self.status = status  # type: ignore[misc]  # this error's status is the upstream's
-        self.type = type_ or _TYPES.get(status, "invalid_request_error")  # type: ignore[misc]
+        self.type = _TYPES.get(status, "invalid_request_error")  # type: ignore[misc]
         self.expert = expert
+        self.error = dict(error or {})
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
@@ -77,6 +81,9 @@ class UpstreamRejected(GatewayError):
         if self.retry_after:
             headers["Retry-After"] = self.retry_after
         return headers
+
+    def error_object(self) -> dict[str, object]:
+        return {**super().error_object(), **self.error} if self.error else super().error_object()
 
 
 # OpenAI's error types by status, for upstreams whose error body names none.

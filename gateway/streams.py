@@ -121,19 +121,11 @@ def translate(exc: ExpertError) -> GatewayError:
 
 def rejected(exc: ExpertRejected) -> UpstreamRejected:
     """An upstream's 4xx as the client sees it: its status, error object and Retry-After."""
-    error = exc.error or {}
-    message = error.get("message")
-    fields = {key: error.get(key) for key in ("type", "param", "code")}
-    texts = {key: str(value) if value is not None else None for key, value in fields.items()}
+    message = (exc.error or {}).get("message")
+    if not isinstance(message, str):
+        message = f"expert '{exc.expert}' rejected the request: {exc.message}"
     return UpstreamRejected(
-        message if isinstance(message, str) else f"expert '{exc.expert}' rejected the "
-        f"request: {exc.message}",
-        status=exc.status,
-        expert=exc.expert,
-        type_=texts["type"],
-        param=texts["param"],
-        code=texts["code"],
-        retry_after=exc.retry_after,
+        message, status=exc.status, expert=exc.expert, error=exc.error, retry_after=exc.retry_after
     )
 
 

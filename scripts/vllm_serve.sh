@@ -28,4 +28,5 @@ exec "${VENV}/bin/python" -m vllm.entrypoints.openai.api_server \
     --served-model-name "${NAME}" \
     --host "${TASKGATE_VLLM_HOST:-127.0.0.1}" \
     --port "${PORT}" \
-    --max-model-len 2048
+    --max-model-len 2048 \
+    --enable-auto-tool-choice --tool-call-parser pythonic

@@ -31,7 +31,7 @@ from gateway.api.middleware import BodyLimit, CancelOnDisconnect, RequestIds
 from gateway.api.openai import router
 from gateway.api.passthrough import router as passthrough_router
 from gateway.api.reloading import on_sighup, watch
-from gateway.api.sse import error_body
+from gateway.api.sse import error_body, error_for
 from gateway.components import build_gateway, build_memory
 from gateway.config import Config, NoAuth, load_config, with_redis_url
 from gateway.errors import GatewayError
@@ -146,7 +146,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         logger.log(level, "request failed", extra=_failure(request, exc.status, exc.code))
-        body = error_body(exc.message, exc.type, exc.code, exc.param)
+        body = error_for(exc)
         return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import cast
 
 from gateway.answers import Answer, split_completion
 from gateway.errors import GatewayError
@@ -37,7 +38,7 @@ def error_body(
 
 def error_for(exc: BaseException) -> dict[str, JSONValue]:
     if isinstance(exc, GatewayError):
-        return error_body(exc.message, exc.type, exc.code, exc.param)
+        return {"error": cast("JSONValue", exc.error_object())}
     return error_body("internal error while streaming the answer", "server_error", "internal")
 
 

@@ -87,6 +87,7 @@ def ask(client: openai.OpenAI, *turns: str, **options: Any) -> Any:
     roles = ["user", "assistant"]
     messages = [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
     options.setdefault("model", "auto")
+    options.setdefault("temperature", 0)  # deterministic: only such answers are cached
     return client.chat.completions.create(messages=messages, **options)
 
 

@@ -114,14 +114,18 @@ def test_auto_routes_chat_to_vllm_and_arithmetic_to_the_tool(
     assert maths.choices[0].message.content == "15% of 80 = 12"
 
 
-def test_upstream_rejection_is_a_400_naming_the_expert(
+def test_upstream_rejection_is_vllms_own_400_naming_the_expert(
     clients: tuple[openai.OpenAI, openai.OpenAI],
 ) -> None:
-    gateway, _ = clients
-    with pytest.raises(openai.BadRequestError, match="expert 'smol' rejected the request"):
-        gateway.chat.completions.create(
-            # over vLLM's 2048-token context, under the gateway's own cap (server.max_tokens)
-            model="smol",
-            messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=10_000,
-        )
+    gateway, direct = clients
+    request: dict[str, Any] = {
+        # over vLLM's 2048-token context, under the gateway's own cap (server.max_tokens)
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 10_000,
+    }
+    with pytest.raises(openai.BadRequestError) as via:
+        gateway.chat.completions.create(model="smol", **request)
+    with pytest.raises(openai.BadRequestError) as upstream:
+        direct.chat.completions.create(model=direct.models.list().data[0].id, **request)
+    assert via.value.body == upstream.value.body
+    assert via.value.response.headers["x-route-expert"] == "smol"
