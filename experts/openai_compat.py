@@ -38,34 +38,38 @@ from experts.base import (
     ExpertUnreachable,
     Forwarded,
     Health,
-    JSONValue,
-    Usage,
+    JSONObject,
     describe_exception,
+)
+from experts.openai_wire import (
+    MalformedUpstream,
+    SSEDecoder,
+    error_message,
+    error_object,
+    lines,
+    parse_chunk,
+    parse_completion,
+    parse_model_ids,
+    sampling_params,
 )
 from experts.specs import OpenAISpec
 
-logger = logging.getLogger(__name__)
+# What tests and callers import from here.
+__all__ = ["MalformedUpstream", "OpenAIExpert", "SSEDecoder"]
 
-JSONObject = dict[str, JSONValue]
+logger = logging.getLogger(__name__)
 
 # Request keys the expert sets itself; `ExpertRequest.extra` cannot override them.
 OWNED_KEYS: Final = frozenset({"model", "messages", "stream"})
-USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
 HEALTH_TIMEOUT_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
 # Lines read after `data: [DONE]` (normally none) before the response is dropped.
 _LINES_AFTER_DONE: Final = 8
-# The longest SSE line accepted, and how much of an error body is read.
-MAX_LINE_BYTES: Final = 8 * 2**20
+# How much of an error body is read.
 ERROR_BODY_BYTES: Final = 64 * 2**10
-ERROR_SNIPPET_CHARS: Final = 200
 KEEPALIVE_S: Final = 3.0
 # Failures to open a connection: retried, and reported as "unreachable" (or timed out).
 _CONNECT_ERRORS: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-
-
-class MalformedUpstream(ValueError):
-    """The upstream's answer cannot be used: not an OpenAI chat completion, or an error event."""
 
 
 class OpenAIExpert:
@@ -119,7 +123,7 @@ class OpenAIExpert:
             else:
                 response.close()
         try:
-            return _parse_completion(raw)
+            return parse_completion(raw)
         except MalformedUpstream as exc:
             raise self._malformed(exc) from exc
 
@@ -141,7 +145,7 @@ class OpenAIExpert:
         finished = complete = False
         after_done: int | None = None
         try:
-            async for line in _lines(response):
+            async for line in lines(response):
                 if after_done is not None:
                     # Read the body to its end, so that the connection goes back to the
                     # pool; an upstream that keeps talking after [DONE] is cut off.
@@ -155,7 +159,7 @@ class OpenAIExpert:
                 if data.strip() == "[DONE]":
                     after_done = 0
                     continue
-                delta = _parse_chunk(data)
+                delta = parse_chunk(data)
                 finished = finished or delta.finish_reason is not None
                 yield delta
             else:
@@ -218,7 +222,7 @@ class OpenAIExpert:
         if status != 200:
             return Health(ok=False, detail=f"GET /models returned {status}")
         try:
-            listed = _parse_model_ids(raw)
+            listed = parse_model_ids(raw)
         except MalformedUpstream as exc:
             return Health(ok=False, detail=f"GET /models: {exc}")
         if self._spec.model not in listed:
@@ -254,7 +258,7 @@ class OpenAIExpert:
 
     def _body(self, request: ExpertRequest, *, stream: bool) -> JSONObject:
         body: JSONObject = {k: v for k, v in request.extra.items() if k not in OWNED_KEYS}
-        body.update(_sampling_params(request))
+        body.update(sampling_params(request))
         body["model"] = self._spec.model
         body["messages"] = [self._message(m.to_openai()) for m in request.messages]
         body["stream"] = stream
@@ -332,13 +336,13 @@ class OpenAIExpert:
         finally:
             response.close()
         status = response.status
-        message = _error_message(raw)
+        message = error_message(raw)
         if 400 <= status < 500:
             return ExpertRejected(
                 self.name,
                 message,
                 status=status,
-                error=_error_object(raw),
+                error=error_object(raw),
                 retry_after=response.headers.get("Retry-After"),
             )
         return ExpertUnavailable(self.name, f"upstream returned {status}: {message}")
@@ -355,187 +359,3 @@ class OpenAIExpert:
 
     def _malformed(self, exc: MalformedUpstream) -> ExpertUnavailable:
         return ExpertUnavailable(self.name, f"unusable upstream answer: {exc}")
-
-
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The body's lines without their line endings (`\n` or `\r\n`), as they arrive."""
-    pending = b""
-    async for piece in response.content.iter_any():
-        pending += piece
-        if b"\n" not in piece:
-            if len(pending) > MAX_LINE_BYTES:
-                raise MalformedUpstream(f"a line longer than {MAX_LINE_BYTES} bytes")
-            continue
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.removesuffix(b"\r").decode("utf-8", "replace")
-    if pending:
-        yield pending.removesuffix(b"\r").decode("utf-8", "replace")
-
-
-def _sampling_params(request: ExpertRequest) -> JSONObject:
-    """The request's decoding parameters that are set, as OpenAI (and vLLM) body fields."""
-    sampling = request.sampling
-    params: JSONObject = {}
-    optional: dict[str, int | float | None] = {
-        "max_tokens": sampling.max_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "seed": sampling.seed,
-        "presence_penalty": sampling.presence_penalty,
-        "frequency_penalty": sampling.frequency_penalty,
-        # vLLM extensions: only sent when asked for, so plain OpenAI servers are not confused.
-        "top_k": sampling.top_k,
-        "repetition_penalty": sampling.repetition_penalty,
-    }
-    params.update({key: value for key, value in optional.items() if value is not None})
-    if sampling.max_tokens is not None:
-        params.pop("max_tokens")
-        params[sampling.max_tokens_key] = sampling.max_tokens
-    if sampling.stop:
-        params["stop"] = list(sampling.stop)
-    return params
-
-
-class SSEDecoder:
-    """Server-sent events, one line at a time: returns an event's data when it is complete.
-
-    Follows the SSE framing rules: `data:` lines accumulate (joined by newlines), a blank line
-    ends the event, lines starting with `:` are comments, other fields are ignored.
-    """
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        if not line:
-            if not self._data:
-                return None
-            data, self._data = "\n".join(self._data), []
-            return data
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
-
-
-def _parse_completion(raw: bytes) -> ExpertResult:
-    body = _load_object(raw)
-    choice = _first_choice(body)
-    message = _as_object(choice.get("message"), "choices[0].message")
-    content = message.get("content")
-    finish_reason = choice.get("finish_reason")
-    return ExpertResult(
-        content=content if isinstance(content, str) else "",
-        finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
-        usage=_parse_usage(body.get("usage")),
-        body=body,
-    )
-
-
-def _parse_chunk(data: str) -> Delta:
-    """One streamed chunk: the chunk itself, and the text view of its first choice."""
-    chunk = _load_object(data)
-    if "error" in chunk:
-        raise MalformedUpstream(f"upstream error event in stream: {_error_text(chunk)}")
-    usage = _parse_usage(chunk.get("usage"))
-    content = ""
-    finish_reason: str | None = None
-    choices = chunk.get("choices")
-    if choices:
-        choice = _first_choice(chunk)
-        if choice.get("index", 0) == 0:
-            delta = _as_object(choice.get("delta", {}), "choices[0].delta")
-            text = delta.get("content")
-            content = text if isinstance(text, str) else ""
-            reason = choice.get("finish_reason")
-            finish_reason = reason if isinstance(reason, str) else None
-    return Delta(content=content, finish_reason=finish_reason, usage=usage, chunk=chunk)
-
-
-def _parse_usage(value: JSONValue) -> Usage | None:
-    if value is None:
-        return None
-    usage = _as_object(value, "usage")
-    prompt, completion, total = (_count(usage, key) for key in USAGE_KEYS)
-    if prompt is None or completion is None:
-        raise MalformedUpstream(f"usage without token counts: {usage}")
-    details = {k: v for k, v in usage.items() if k not in USAGE_KEYS and v is not None}
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=total if total is not None else prompt + completion,
-        details=details,
-    )
-
-
-def _count(usage: JSONObject, key: str) -> int | None:
-    value = usage.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _parse_model_ids(raw: bytes) -> set[str]:
-    data = _load_object(raw).get("data")
-    if not isinstance(data, list):
-        raise MalformedUpstream("no 'data' list")
-    return {str(_as_object(item, "data[]").get("id")) for item in data}
-
-
-def _first_choice(body: JSONObject) -> JSONObject:
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise MalformedUpstream("no choices")
-    for choice in choices:
-        if _as_object(choice, "choices[]").get("index", 0) == 0:
-            return _as_object(choice, "choices[]")
-    return _as_object(choices[0], "choices[0]")
-
-
-def _load_object(raw: bytes | str) -> JSONObject:
-    try:
-        value = json.loads(raw)
-    except RecursionError as exc:  # nesting deeper than the interpreter's stack
-        raise MalformedUpstream("JSON nested too deeply") from exc
-    except ValueError as exc:
-        raise MalformedUpstream(f"not JSON: {_snippet(raw)!r}") from exc
-    return _as_object(value, "body")
-
-
-def _as_object(value: object, where: str) -> JSONObject:
-    if not isinstance(value, dict):
-        raise MalformedUpstream(f"{where} is not an object")
-    return value
-
-
-def _error_object(raw: bytes) -> JSONObject | None:
-    """The upstream's OpenAI error object (`{"error": {...}}`'s inner object), if it sent one."""
-    try:
-        error = _load_object(raw).get("error")
-    except MalformedUpstream:
-        return None
-    return error if isinstance(error, dict) else None
-
-
-def _error_message(raw: bytes) -> str:
-    """The upstream's `error.message` (OpenAI and vLLM shapes), else a piece of the body."""
-    try:
-        return _error_text(_load_object(raw))
-    except MalformedUpstream:
-        return _snippet(raw) or "(empty body)"
-
-
-def _error_text(body: JSONObject) -> str:
-    error = body.get("error", body)
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return _snippet(json.dumps(body))
-
-
-def _snippet(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    text = " ".join(text.split())
-    return text if len(text) <= ERROR_SNIPPET_CHARS else text[:ERROR_SNIPPET_CHARS] + "..."

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -19,16 +18,15 @@ from opentelemetry.trace import Span
 
 from experts.base import Delta, ExpertError, ExpertRequest, JSONValue, Message, Sampling, Usage
 from experts.registry import ExpertSet
-from experts.specs import ExpertSpec
 from gateway.activity import Activity, LoggedRequest
 from gateway.answers import Answer
+from gateway.cache_plan import CachePlan, plan_cache
 from gateway.capabilities import (
     capable,
     check_capable,
     forces_tool_call,
     incapable,
     lacking,
-    plain_text,
     request_needs,
 )
 from gateway.config import Config
@@ -43,7 +41,6 @@ from gateway.health import Busy
 from gateway.inspection import ExpertReport, expert_reports, explain_route
 from gateway.learning import Feedback, Learning
 from gateway.memory.bundle import Memory
-from gateway.memory.cache import CacheRequest, cache_request
 from gateway.memory.pending import CompletionRecord
 from gateway.memory.records import Exemplar, Source, StoreStatus, Vector
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -84,18 +81,6 @@ __all__ = [
     "Usage",
     "close_stream",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class _CachePlan:
-    request: CacheRequest  # its vector is filled in only when a semantic step needs it
-    lookup: bool
-    store: bool
-    semantic: bool
-    ttl_s: float
-
-    def with_vector(self, vector: Vector) -> _CachePlan:
-        return replace(self, request=replace(self.request, vector=vector))
 
 
 class Gateway:
@@ -258,7 +243,7 @@ class Gateway:
                 call.tenant, spec.name, routed.routing_text, learned
             )
         # 6. cache lookup: exact, then semantic; scoped by tenant and expert.
-        plan = self._cache_plan(runtime.config, spec, call, messages, needs)
+        plan = plan_cache(runtime.config, spec, call, messages, needs)
         cached = None
         if plan.lookup:
             semantic = plan.semantic and plan.request.semantic
@@ -291,7 +276,7 @@ class Gateway:
         )  # fmt: skip
         if expert != spec.name:
             route = route.with_expert(expert, f"{route.reason}+fallback_from_{spec.name}")
-            plan = self._cache_plan(runtime.config, runtime.spec(expert), call, messages, needs)
+            plan = plan_cache(runtime.config, runtime.spec(expert), call, messages, needs)
         # 9. record: the answer for follow-ups and feedback, and the cache.
         recorded = self._record(reply_id, call, routed, expert, plan, vector, deltas, started)
         return Reply(reply_id, created, expert, route, lease.guard(recorded))
@@ -367,42 +352,13 @@ class Gateway:
                 f"routing is unavailable ({exc}); name an expert as the model to bypass it"
             ) from exc
 
-    def _cache_plan(
-        self,
-        config: Config,
-        spec: ExpertSpec,
-        call: ChatCall,
-        messages: tuple[Message, ...],
-        needs: frozenset[str],
-    ) -> _CachePlan:
-        """Cache only what repeats: an explicit temperature of 0, or a seed the expert
-        honours. The key covers every field that can change the answer; similar-text hits
-        only for plain text."""
-        ttl = spec.cache_ttl_s if spec.cache_ttl_s is not None else config.cache.ttl_s
-        repeatable = call.sampling.is_deterministic(spec.seed_deterministic)
-        usable = config.cache.enabled and ttl > 0 and repeatable
-        extra = {k: v for k, v in call.extra.items() if k not in _NOT_IN_CACHE_KEY}
-        params: dict[str, object] = {"sampling": call.sampling, "extra": extra}
-        pairs = [(m.role, m.content) for m in messages]
-        shapes = [_shape(m) for m in messages]
-        request = cache_request(call.tenant, spec.name, pairs, params, shapes=shapes)
-        semantic = spec.semantic_cache if spec.semantic_cache is not None else config.cache.semantic
-        semantic = semantic and plain_text(needs, call.extra)
-        return _CachePlan(
-            request,
-            lookup=usable and "no-cache" not in call.cache_control,
-            store=usable and "no-store" not in call.cache_control,
-            semantic=semantic,
-            ttl_s=ttl,
-        )
-
     async def _record(
         self,
         reply_id: str,
         call: ChatCall,
         routed: Routed,
         expert: str,
-        plan: _CachePlan,
+        plan: CachePlan,
         vector: _LazyVector,
         deltas: AsyncIterator[Delta],
         started: float,
@@ -513,10 +469,6 @@ class _LazyVector:
         return self._vector
 
 
-# Request fields that do not change the answer: not part of the cache key.
-_NOT_IN_CACHE_KEY = frozenset({"stream_options", "user", "metadata", "store"})
-
-
 def _asks(message: Message) -> bool:
     """A user turn with something to answer: text, or parts beyond text (an image)."""
     if message.role != "user":
@@ -525,12 +477,6 @@ def _asks(message: Message) -> bool:
     parts = content if isinstance(content, list) else []
     beyond_text = [p for p in parts if isinstance(p, dict) and p.get("type") != "text"]
     return bool(message.content.strip() or beyond_text)
-
-
-def _shape(message: Message) -> object:
-    """What of a message's whole shape the text view leaves out (parts, tool calls, names)."""
-    raw = message.raw or {}
-    return {k: v for k, v in raw.items() if not (k == "content" and isinstance(v, str))}
 
 
 def _explicit(config: Config, call: ChatCall, needs: frozenset[str]) -> Routed:

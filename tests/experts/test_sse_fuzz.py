@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experts.base import Delta, ExpertError, ExpertRequest, Message
-from experts.openai_compat import MalformedUpstream, OpenAIExpert, SSEDecoder, _parse_chunk
+from experts.openai_compat import MalformedUpstream, OpenAIExpert, SSEDecoder
+from experts.openai_wire import parse_chunk
 from experts.specs import OpenAISpec
 from tests.support.upstream import Stream, upstream_server
 
@@ -65,7 +66,7 @@ def test_framing_and_chunk_parsing_fail_only_as_malformed(lines: list[str]) -> N
         if data is None or data == "[DONE]":
             continue
         try:
-            parsed = _parse_chunk(data)
+            parsed = parse_chunk(data)
         except MalformedUpstream:
             continue
         assert parsed is None or isinstance(parsed, Delta)
@@ -122,4 +123,4 @@ def test_any_bytes_from_the_upstream_end_as_deltas_or_an_expert_error(
 )
 def test_pathological_chunks_are_malformed(data: str) -> None:
     with pytest.raises(MalformedUpstream):
-        _parse_chunk(data)
+        parse_chunk(data)
