@@ -116,12 +116,7 @@ class OpenAIExpert:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(exc) from exc
         finally:
-            # Read whole: the connection is pooled again; failed or cancelled: dropped,
-            # so the upstream stops generating.
-            if read:
-                response.release()
-            else:
-                response.close()
+            let_go(response, read_whole=read)
         try:
             return parse_completion(raw)
         except MalformedUpstream as exc:
@@ -169,12 +164,7 @@ class OpenAIExpert:
         except MalformedUpstream as exc:
             raise self._malformed(exc) from exc
         finally:
-            # A body read to its end frees the connection for the next request; anything
-            # else (the consumer stopped, an error) drops it.
-            if complete:
-                response.release()
-            else:
-                response.close()
+            let_go(response, read_whole=complete)
         if not finished:
             raise ExpertUnavailable(self.name, "upstream stream ended early")
 
@@ -204,10 +194,7 @@ class OpenAIExpert:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(exc) from exc
         finally:
-            if complete:
-                response.release()
-            else:
-                response.close()
+            let_go(response, read_whole=complete)
 
     async def health(self) -> Health:
         session = self._ensure_session()
@@ -359,3 +346,13 @@ class OpenAIExpert:
 
     def _malformed(self, exc: MalformedUpstream) -> ExpertUnavailable:
         return ExpertUnavailable(self.name, f"unusable upstream answer: {exc}")
+
+
+def let_go(response: aiohttp.ClientResponse, *, read_whole: bool) -> None:
+    """A body read to its end frees the connection for the next request; anything else
+    (the consumer stopped, an error, a cancellation) drops it, so the upstream stops
+    generating."""
+    if read_whole:
+        response.release()
+    else:
+        response.close()
