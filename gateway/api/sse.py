@@ -96,11 +96,12 @@ async def drain_reply(reply: Reply) -> dict[str, JSONValue]:
 
 async def chat_events(reply: Reply, include_usage: bool) -> AsyncIterator[str]:
     """The SSE body of a streamed chat completion."""
+    ours = _ours(reply, "chat.completion.chunk")
     try:
         try:
             first = True
             async for delta in reply.deltas:
-                for data in _chunks_for(reply, delta, include_usage, first):
+                for data in _chunks_for(reply, delta, include_usage, first, ours):
                     yield event(data)
                 first = False
             if first:  # an answer of no delta at all still opens with the role
@@ -115,26 +116,31 @@ async def chat_events(reply: Reply, include_usage: bool) -> AsyncIterator[str]:
 
 
 def _chunks_for(
-    reply: Reply, delta: Delta, include_usage: bool, first: bool
+    reply: Reply,
+    delta: Delta,
+    include_usage: bool,
+    first: bool,
+    ours: Mapping[str, JSONValue],
 ) -> list[dict[str, JSONValue]]:
+    """The chunks a delta makes: the expert's own (or its whole answer's, split), with the
+    gateway's `id`, `created` and `model`; or framed here from its text."""
     if delta.chunk is not None:
-        given = [dict(delta.chunk)]
+        given: list[Mapping[str, JSONValue]] = [delta.chunk]
     elif delta.completion is not None:
-        given = split_completion(delta.completion)
+        given = list(split_completion(delta.completion))
     else:
         return _text_chunks(reply, delta, include_usage, first)
     chunks: list[dict[str, JSONValue]] = []
-    for chunk in given:
-        usage = chunk.pop("usage", None)
-        if usage is not None and include_usage:
-            chunk["usage"] = usage
-        elif chunk.get("choices") == []:
-            continue  # the usage chunk nobody asked for
-        finishing = any(
-            isinstance(c, dict) and c.get("finish_reason") is not None
-            for c in _items(chunk.get("choices"))
+    for each in given:
+        chunk = {**each, **ours}
+        choices = chunk.get("choices")
+        if "usage" in chunk and not include_usage:
+            del chunk["usage"]
+            if not choices:
+                continue  # the usage chunk nobody asked for
+        finishing = isinstance(choices, list) and any(
+            isinstance(c, dict) and c.get("finish_reason") is not None for c in choices
         )
-        chunk.update(_ours(reply, "chat.completion.chunk"))
         if (first and not chunks) or finishing:
             chunk["route"] = _route(reply, delta.meta)
         chunks.append(chunk)
@@ -183,10 +189,6 @@ def _ours(reply: Reply, kind: str) -> dict[str, JSONValue]:
     """The fields the gateway sets on every body: its id (feedback names it), the time,
     and the expert that answered as the model."""
     return {"id": reply.id, "object": kind, "created": reply.created, "model": reply.model}
-
-
-def _items(value: JSONValue) -> list[JSONValue]:
-    return value if isinstance(value, list) else []
 
 
 def _route(reply: Reply, meta: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
