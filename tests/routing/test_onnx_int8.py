@@ -8,7 +8,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from gateway.routing.onnx_int8 import quantize_rows
+from gateway.routing.onnx_int8 import quantize_rows, signed_weights_are_exact
 
 
 def tiny_graph(path: Path, weight: np.ndarray) -> None:
@@ -35,6 +35,9 @@ def run(path: Path, x: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("signed", [True, False])
 def test_rows_are_quantized_on_their_own(tmp_path: Path, signed: bool) -> None:
+    if signed and not signed_weights_are_exact():
+        # Without VNNI, u8 x s8 products saturate: the embedder uses unsigned weights here.
+        pytest.skip("signed int8 weights are exact only with VNNI (this CPU has none)")
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(4, 3)).astype(np.float32)
     tiny_graph(tmp_path / "float.onnx", weight)
