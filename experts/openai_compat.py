@@ -332,6 +332,8 @@ class OpenAIExpert:
                 error=error_object(raw),
                 retry_after=response.headers.get("Retry-After"),
             )
+        if status == 503:  # the upstream says it cannot serve now (starting, overloaded)
+            return ExpertUnreachable(self.name, f"upstream returned 503: {message}")
         return ExpertUnavailable(self.name, f"upstream returned {status}: {message}")
 
     def _transport_error(self, exc: BaseException, attempts: int = 1) -> ExpertError:

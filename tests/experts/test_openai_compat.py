@@ -539,9 +539,20 @@ async def test_5xx_after_the_retries_is_unavailable(
     upstream: Upstream, expert_for: ExpertFor
 ) -> None:
     upstream.script(*[text_reply("Internal Server Error", 500)] * 3)
-    with pytest.raises(ExpertUnavailable, match=r"500.*Internal Server Error"):
+    with pytest.raises(ExpertUnavailable, match=r"500.*Internal Server Error") as caught:
         await expert_for(upstream, max_retries=2).complete(make_request())
+    assert not isinstance(caught.value, ExpertUnreachable)
     assert len(upstream.requests) == 3
+
+
+async def test_a_503_after_the_retries_is_an_upstream_that_cannot_serve_now(
+    upstream: Upstream, expert_for: ExpertFor
+) -> None:
+    """Starting or overloaded: the gateway answers its own 503, not a 502."""
+    upstream.script(json_reply({"error": {"message": "still starting"}}, 503))
+    with pytest.raises(ExpertUnreachable, match=r"503.*still starting"):
+        await expert_for(upstream, max_retries=1).complete(make_request())
+    assert len(upstream.requests) == 2
 
 
 @pytest.mark.parametrize(

@@ -83,10 +83,12 @@ class Rig:
 def config_for(upstream: str, redis: str) -> dict[str, Any]:
     def openai(name: str, **options: Any) -> dict[str, Any]:
         model = name.removesuffix("-fb")
+        # A plain request is asked for whole: nothing arrives before the whole answer, so
+        # the total timeout is what ends a hang there (`timeout_s` ends it in a stream).
         spec = {
             "name": name, "kind": "openai", "base_url": f"{upstream}/v1", "model": model,
             "description": f"a test upstream answering as '{model}'",
-            "timeout_s": FAULT_TIMEOUT_S, "max_retries": 1,
+            "timeout_s": FAULT_TIMEOUT_S, "total_timeout_s": FAULT_TIMEOUT_S, "max_retries": 1,
         }  # fmt: skip
         if name.endswith("-fb"):
             spec["fallbacks"] = ["ok"]
@@ -108,8 +110,8 @@ def config_for(upstream: str, redis: str) -> dict[str, Any]:
                 "examples": ["what is 15% of 80", "compute 3.5 * (12 - 4)"],
             },
             openai("ok"),
-            openai("slow", timeout_s=60),
-            openai("endless", timeout_s=60),
+            openai("slow", timeout_s=60, total_timeout_s=60),
+            openai("endless", timeout_s=60, total_timeout_s=60),
             *(openai(name) for name in names),
         ],
     }
