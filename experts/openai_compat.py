@@ -39,6 +39,7 @@ from experts.base import (
     Forwarded,
     Health,
     JSONObject,
+    JSONValue,
     describe_exception,
 )
 from experts.openai_wire import (
@@ -172,8 +173,9 @@ class OpenAIExpert:
         """POST `body` to the upstream's `/<endpoint>` with this expert's model, and hand
         back its answer's bytes as they come (a stream when the body asks for one).
 
-        Retries and errors as for chat: a 4xx is `ExpertRejected` with the upstream's
-        error object, a 5xx or a failed connection `ExpertUnavailable`."""
+        A streamed completion asks for usage, as a streamed chat does. Retries and errors
+        as for chat: a 4xx is `ExpertRejected` with the upstream's error object, a 5xx or
+        a failed connection `ExpertUnavailable`."""
         stream = body.get("stream") is True
         limits = aiohttp.ClientTimeout(
             total=self._spec.total_timeout_s,
@@ -181,7 +183,10 @@ class OpenAIExpert:
             sock_read=self._spec.timeout_s if stream else None,
         )
         url = f"{self._base}/{endpoint}"
-        response = await self._open({**body, "model": self._spec.model}, request_id, limits, url)
+        sent = {**body, "model": self._spec.model}
+        if stream and endpoint == "completions":
+            sent["stream_options"] = with_usage(body.get("stream_options"))
+        response = await self._open(sent, request_id, limits, url)
         content_type = response.headers.get("Content-Type", "application/json")
         return Forwarded(response.status, content_type, self._relay(response))
 
@@ -251,10 +256,7 @@ class OpenAIExpert:
         body["stream"] = stream
         options = body.pop("stream_options", None)
         if stream:
-            # Usage is always asked for (token budgets count it); the client gets the
-            # usage chunk only when it asked for it too.
-            kept = dict(options) if isinstance(options, dict) else {}
-            body["stream_options"] = {**kept, "include_usage": True}
+            body["stream_options"] = with_usage(options)
         return body
 
     def _message(self, message: JSONObject) -> JSONObject:
@@ -348,6 +350,13 @@ class OpenAIExpert:
 
     def _malformed(self, exc: MalformedUpstream) -> ExpertUnavailable:
         return ExpertUnavailable(self.name, f"unusable upstream answer: {exc}")
+
+
+def with_usage(options: JSONValue | None) -> JSONObject:
+    """A stream's `stream_options` with usage asked for (token budgets count it), the
+    client's other options kept; the client gets the usage chunk only if it asked too."""
+    kept = dict(options) if isinstance(options, dict) else {}
+    return {**kept, "include_usage": True}
 
 
 def let_go(response: aiohttp.ClientResponse, *, read_whole: bool) -> None:

@@ -43,7 +43,8 @@ def sampling_params(request: ExpertRequest) -> JSONObject:
     sampling = request.sampling
     params: JSONObject = {}
     optional: dict[str, int | float | None] = {
-        "max_tokens": sampling.max_tokens,
+        # Under the name the client gave it (`max_completion_tokens` or `max_tokens`).
+        sampling.max_tokens_key: sampling.max_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "seed": sampling.seed,
@@ -54,9 +55,6 @@ def sampling_params(request: ExpertRequest) -> JSONObject:
         "repetition_penalty": sampling.repetition_penalty,
     }
     params.update({key: value for key, value in optional.items() if value is not None})
-    if sampling.max_tokens is not None:
-        params.pop("max_tokens")
-        params[sampling.max_tokens_key] = sampling.max_tokens
     if sampling.stop:
         params["stop"] = list(sampling.stop)
     return params

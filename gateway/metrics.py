@@ -68,6 +68,13 @@ class Metrics:
         )  # fmt: skip
         self.tasks.set_function(_tasks_alive)
 
+    def routed(self, seconds: float, score: float | None, margin: float | None) -> None:
+        """A routing decision: how long it took, and its score and margin when it has them."""
+        self.routing.observe(seconds)
+        if score is not None and margin is not None:
+            self.score.observe(score)
+            self.margin.observe(margin)
+
     def expert_error(self, expert: str, kind: str) -> None:
         self.expert_errors.labels(expert, kind).inc()
 

@@ -8,7 +8,7 @@ unhealthy expert's first healthy fallback that serves the endpoint answers inste
 never for embeddings: another model's vectors are not comparable), within its concurrency
 limit, counted in flight and in metrics (action `passthrough`), and the tokens the upstream
 reports are there for the key's budget. A streamed completion always asks its upstream for
-the usage chunk; the client gets that chunk only when it asked for it too.
+the usage chunk (the expert does); the client gets that chunk only when it asked for it too.
 
 `model: "auto"` routes on `/v1/responses` only: the text of the input (a string, or the
 last user item of a list) is routed among the experts that serve responses. A Responses
@@ -107,7 +107,7 @@ async def forward(
         metrics.total.labels(expert).observe(seconds)
         activity.answered(expert, seconds)
 
-    meter = _Meter(len(json.dumps(call.body)), drop_usage_chunk=_asked_usage(call) is False)
+    meter = _Meter(len(json.dumps(call.body)), drop_usage_chunk=_drops_usage_chunk(call))
     return Passed(route, forwarded, lease, meter, on_end)
 
 
@@ -135,7 +135,7 @@ async def _open(
     await admit(runtime, expert, lease)
     # The expert's own timeouts bound each attempt; this bounds the whole (retries too).
     timeout = runtime.spec(expert).first_delta_timeout_s(call.stream)
-    opening = target.forward(call.endpoint, _upstream_body(call), call.request_id)
+    opening = target.forward(call.endpoint, dict(call.body), call.request_id)
     try:
         return await asyncio.wait_for(opening, timeout)
     except ExpertError as exc:
@@ -348,10 +348,7 @@ async def _route(
             f"routing is unavailable ({exc}); name an expert as the model to bypass it"
         ) from exc
     route = route_info(routed)
-    metrics.routing.observe(time.perf_counter() - started)
-    if route.score is not None and route.margin is not None:
-        metrics.score.observe(route.score)
-        metrics.margin.observe(route.margin)
+    metrics.routed(time.perf_counter() - started, route.score, route.margin)
     return route
 
 
@@ -373,22 +370,13 @@ def _unsupported(config: Config, expert: str, endpoint: Endpoint) -> InvalidRequ
 # -- bodies -------------------------------------------------------------------------------
 
 
-def _asked_usage(call: ForwardCall) -> bool | None:
-    """For a streamed completion, whether the client asked for the usage chunk (None for
-    anything else)."""
+def _drops_usage_chunk(call: ForwardCall) -> bool:
+    """A streamed completion whose client did not ask for the usage chunk: the expert asks
+    its upstream for it anyway (budgets count it), and the client does not see it."""
     if call.endpoint != "completions" or not call.stream:
-        return None
+        return False
     options = call.body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _upstream_body(call: ForwardCall) -> dict[str, JSONValue]:
-    body = dict(call.body)
-    if _asked_usage(call) is False:  # budgets count it; the client does not see it
-        options = body.get("stream_options")
-        kept = dict(options) if isinstance(options, dict) else {}
-        body["stream_options"] = {**kept, "include_usage": True}
-    return body
+    return not (isinstance(options, dict) and options.get("include_usage") is True)
 
 
 def _data_lines(event: bytes) -> list[bytes]:

@@ -409,10 +409,7 @@ class Gateway:
         if route.expert is not None:
             self.activity.routed(route.expert)
         if call.model == AUTO:
-            self.metrics.routing.observe(seconds)
-            if route.score is not None and route.margin is not None:
-                self.metrics.score.observe(route.score)
-                self.metrics.margin.observe(route.margin)
+            self.metrics.routed(seconds, route.score, route.margin)
         _log_route(call, route, seconds)
 
     # -- learning -------------------------------------------------------------------
